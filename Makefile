@@ -1,0 +1,39 @@
+# The course's commands. Each one creates .venv on first use (python3 -m venv): no conda needed.
+#   make course   run every lesson headless in the toy profile -> build/course/ (notebooks + HTML)
+#   make test     unit tests, then every notebook under nbval (toy profile)
+#   make lab      JupyterLab in the venv
+#   make setup    only create / update the venv
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.course-installed
+export COURSE_PROFILE ?= toy
+
+.PHONY: setup course test unit-tests notebook-tests lab clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=24"
+	$(PY) -m pip install -c constraints.txt -e ".[dev]"
+	$(PY) -c "import torch, torchvision, pydensecrf.densecrf, course_lib; print('course_lib ready: torch', torch.__version__)"
+	touch $(STAMP)
+
+course: $(STAMP)
+	$(PY) -m course_lib.lessons run --out build/course
+
+test: unit-tests notebook-tests
+
+unit-tests: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m pytest tests -q
+
+notebook-tests: $(STAMP)
+	TQDM_DISABLE=1 MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--sanitize-with tests/nbval_sanitize.cfg notebooks
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+clean:
+	rm -rf build .pytest_cache

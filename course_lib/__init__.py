@@ -1,0 +1,6 @@
+"""course_lib: the reusable code behind the Unsupervised Semantic Segmentation course.
+
+Sub-packages: ``config``, ``data`` (toy world, real datasets), ``evaluation`` (metrics),
+``viz`` (palettes and figures). Each notebook lesson imports its concept from here.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Run-time configuration of the course: profile, paths, device, seeding, progress bars.
+
+Everything is read from environment variables at call time, so a notebook's ``parameters``
+cell (or ``os.environ`` in a test) can change it without re-importing the package.
+
+=================  =========================  ==========================================
+variable           default                    meaning
+=================  =========================  ==========================================
+``COURSE_PROFILE`` ``toy``                    ``toy`` (offline, CPU, toy world) or ``full``
+``COURSE_DATA``    ``<project>/data``         root folder of the real datasets
+``COURSE_CACHE``   ``<project>/.cache``       weights, feature caches, checkpoints
+``COURSE_DEVICE``  best available             ``cuda``, ``mps``, ``cpu`` or e.g. ``cuda:1``
+``TQDM_DISABLE``   unset                      ``1`` hides every progress bar (CI, nbval)
+=================  =========================  ==========================================
+
+``<project>`` is the checkout that holds the package when it is installed from source
+(``pip install -e .``); otherwise the current working directory.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Iterable, TypeVar
+
+import numpy as np
+
+PROFILES = ("toy", "full")
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value (environment variable or argument) is not valid."""
+
+
+def profile(name: str | None = None) -> str:
+    """The active profile: ``name`` if given, else ``$COURSE_PROFILE``, else ``"toy"``."""
+    value = (name if name is not None else os.environ.get("COURSE_PROFILE", "toy")).strip().lower()
+    if value not in PROFILES:
+        raise ConfigError(
+            f"Unknown course profile {value!r}: use one of {', '.join(PROFILES)} "
+            "(set COURSE_PROFILE=toy for the offline toy world, COURSE_PROFILE=full for real data on a GPU)."
+        )
+    return value
+
+
+def project_root() -> Path:
+    """The source checkout that holds ``course_lib`` (has a ``pyproject.toml``), else the cwd."""
+    candidate = Path(__file__).resolve().parent.parent
+    if (candidate / "pyproject.toml").is_file():
+        return candidate
+    return Path.cwd()
+
+
+def _path_from_env(variable: str, default_name: str) -> Path:
+    value = os.environ.get(variable)
+    path = Path(value).expanduser() if value else project_root() / default_name
+    return path.resolve()
+
+
+def data_dir() -> Path:
+    """Root of the real datasets (``$COURSE_DATA``, default ``<project>/data``)."""
+    return _path_from_env("COURSE_DATA", "data")
+
+
+def cache_dir() -> Path:
+    """Root of weights, feature caches and checkpoints (``$COURSE_CACHE``, default ``<project>/.cache``)."""
+    return _path_from_env("COURSE_CACHE", ".cache")
+
+
+def get_device(preference: str | None = None):
+    """A ``torch.device``: ``preference`` or ``$COURSE_DEVICE`` if set, else cuda, then mps, then cpu."""
+    import torch
+
+    wanted = preference or os.environ.get("COURSE_DEVICE")
+    if wanted:
+        device = torch.device(wanted)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"Device {wanted!r} was asked for but CUDA is not available on this machine.")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"Device {wanted!r} was asked for but MPS is not available on this machine.")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so that re-runs give the same numbers."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def progress_disabled() -> bool:
+    """True when ``$TQDM_DISABLE`` is set to a true value (``1``, ``true``, ``yes``)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def progress(iterable: Iterable[T] | None = None, **kwargs) -> Iterable[T]:
+    """A ``tqdm.auto`` progress bar (notebook widget or terminal) that respects ``$TQDM_DISABLE``.
+
+    Takes the same arguments as ``tqdm``; ``disable`` defaults to :func:`progress_disabled`.
+    """
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", progress_disabled())
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)

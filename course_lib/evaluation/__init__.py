@@ -1,0 +1,4 @@
+"""Evaluation: the field's metrics and protocols."""
+from .metrics import UnsupervisedMetrics
+
+__all__ = ["UnsupervisedMetrics"]

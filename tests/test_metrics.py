@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from course_lib.evaluation import UnsupervisedMetrics
+
+
+def test_perfect_permuted_clustering_scores_100():
+    labels = torch.randint(0, 5, (4, 16, 16), generator=torch.Generator().manual_seed(0))
+    permutation = torch.tensor([3, 0, 4, 1, 2])
+    metrics = UnsupervisedMetrics(5)
+    metrics.update(permutation[labels], labels)
+    result = metrics.compute()
+    assert result["mIoU"] == pytest.approx(100.0)
+    assert result["accuracy"] == pytest.approx(100.0)
+    # cluster c was produced from class k with permutation[k] == c
+    assert torch.equal(result["assignment"][permutation], torch.arange(5))
+    assert torch.equal(metrics.map_clusters(permutation[labels]), labels)
+
+
+def test_hand_computed_iou_and_ignore():
+    labels = torch.tensor([0, 0, 1, 1, 1, -1, 2])
+    preds = torch.tensor([1, 1, 0, 0, 1, 0, 5])  # 5 is out of range, dropped as in STEGO
+    metrics = UnsupervisedMetrics(3)
+    metrics.update(preds, labels)
+    result = metrics.compute()
+    # matching: cluster 1 -> class 0, cluster 0 -> class 1; class 2 has no valid pixel
+    # class 0: tp 2, fp 1, fn 0 -> 2/3; class 1: tp 2, fp 0, fn 1 -> 2/3; class 2 undefined
+    assert result["mIoU"] == pytest.approx(100 * 2 / 3)
+    assert result["accuracy"] == pytest.approx(100 * 4 / 5)
+    assert np.isnan(result["iou"][2])
+
+
+def test_identity_mode_does_not_permute():
+    labels = torch.tensor([0, 1, 2, 0])
+    metrics = UnsupervisedMetrics(3, hungarian=False)
+    metrics.update(torch.tensor([1, 0, 2, 1]), labels)
+    assert metrics.compute()["mIoU"] == pytest.approx(100 / 3)
+
+
+def test_extra_clusters_pool_unmatched_rows():
+    labels = torch.tensor([0, 0, 1, 1])
+    preds = torch.tensor([0, 0, 1, 2])  # cluster 2 is dropped (>= n_classes), as in STEGO
+    metrics = UnsupervisedMetrics(2, extra_clusters=1)
+    metrics.update(preds, labels)
+    result = metrics.compute()
+    assert result["accuracy"] == pytest.approx(100.0)
+    assert result["assignment"].tolist() == [0, 1, -1]
+
+
+def test_bad_inputs_raise_clear_errors():
+    metrics = UnsupervisedMetrics(3)
+    with pytest.raises(ValueError, match="before any valid pixel"):
+        metrics.compute()
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.update(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer"):
+        metrics.update(torch.zeros(3), torch.zeros(3, dtype=torch.long))
