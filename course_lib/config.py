@@ -112,3 +112,38 @@ def progress(iterable: Iterable[T] | None = None, **kwargs) -> Iterable[T]:
     kwargs.setdefault("disable", progress_disabled())
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the project root when inside it (no absolute paths in notebooks)."""
+    try:
+        return "./" + path.relative_to(project_root()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def environment_report() -> dict[str, str]:
+    """Versions, device and settings of this environment, for the set-up check of lesson 00."""
+    import platform
+
+    import torch
+    import torchvision
+
+    report = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "device": str(get_device()),
+        "cuda available": str(torch.cuda.is_available()),
+        "profile": profile(),
+        "COURSE_DATA": _display_path(data_dir()),
+        "COURSE_CACHE": _display_path(cache_dir()),
+    }
+    try:
+        import pydensecrf.densecrf  # noqa: F401  (the pydensecrf2 package)
+
+        report["pydensecrf"] = "ok"
+    except ImportError as exc:
+        report["pydensecrf"] = f"missing ({exc}); the CRF falls back to pure PyTorch"
+    return report

@@ -52,3 +52,11 @@ def test_progress_respects_tqdm_disable(monkeypatch):
     assert bar.disable and list(bar) == [0, 1, 2]
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert not config.progress_disabled()
+
+
+def test_environment_report_has_no_absolute_project_paths(monkeypatch):
+    monkeypatch.delenv("COURSE_DATA", raising=False)
+    monkeypatch.delenv("COURSE_CACHE", raising=False)
+    report = config.environment_report()
+    assert report["COURSE_DATA"] == "./data" and report["COURSE_CACHE"] == "./.cache"
+    assert report["torch"].startswith("2.") and report["pydensecrf"] == "ok"
