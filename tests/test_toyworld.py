@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scipy import ndimage
-from sklearn.cluster import KMeans
 
 from course_lib.data.label_png import read_imagenet_s_png
 from course_lib.data.textures import TEXTURE_NAMES, texture_bank
@@ -17,7 +15,7 @@ from course_lib.data.toyworld import (
     ToyWorld,
     write_imagenet_s_layout,
 )
-from course_lib.evaluation.metrics import UnsupervisedMetrics
+from course_lib.evaluation.baselines import pixel_kmeans_miou, texture_features
 
 
 @pytest.fixture(scope="module")
@@ -26,34 +24,6 @@ def scenes_val() -> tuple[np.ndarray, np.ndarray]:
     dataset = ToyWorld("scenes", "val")
     images, labels = zip(*(dataset.render(i) for i in range(len(dataset))))
     return np.stack(images), np.stack(labels)
-
-
-def kmeans_miou(features: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
-    """k-means (K = n_classes) fitted on 40k random pixels, all pixels predicted, Hungarian mIoU."""
-    flat = features.reshape(-1, features.shape[-1])
-    sample = flat[np.random.default_rng(0).choice(len(flat), 40_000, replace=False)]
-    kmeans = KMeans(n_clusters=n_classes, n_init=3, random_state=0).fit(sample)
-    metrics = UnsupervisedMetrics(n_classes)
-    metrics.update(torch.from_numpy(kmeans.predict(flat).reshape(labels.shape)), torch.from_numpy(labels))
-    return metrics.compute()["mIoU"]
-
-
-def texture_features(images: np.ndarray) -> np.ndarray:
-    """Colour-blind local texture descriptors per pixel: band energies of the contrast-normalised
-    grey image at three scales and the normalised structure tensor (orientation)."""
-    def blur(x: np.ndarray, sigma: float) -> np.ndarray:
-        return ndimage.gaussian_filter(x, (0, sigma, sigma))
-
-    grey = images @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    mean = blur(grey, 4)
-    grey = (grey - mean) / np.sqrt(np.maximum(blur(grey**2, 4) - mean**2, 1e-4))
-    bands = [np.log1p(blur((blur(grey, s / 2) - blur(grey, s)) ** 2, 4)) for s in (1.0, 2.0, 4.0)]
-    gy, gx = ndimage.sobel(grey, 1), ndimage.sobel(grey, 2)
-    jxx, jyy, jxy = blur(gx * gx, 3), blur(gy * gy, 3), blur(gx * gy, 3)
-    orientation = [j / (jxx + jyy + 1e-3) for j in (jxx, jyy, jxy)]
-    features = np.stack(bands + orientation, -1)
-    flat = features.reshape(-1, features.shape[-1])
-    return ((features - flat.mean(0)) / flat.std(0)).astype(np.float32)
 
 
 @pytest.mark.parametrize("kind", ["scenes", "objects"])
@@ -173,10 +143,10 @@ def test_colour_does_not_decide_the_class(scenes_val):
 
 def test_rgb_kmeans_is_poor_and_texture_carries_the_class(scenes_val):
     images, labels = scenes_val
-    rgb_miou = kmeans_miou(images, labels, len(SCENE_CLASSES))
+    rgb_miou = pixel_kmeans_miou(images, labels, len(SCENE_CLASSES))["mIoU"]
     assert rgb_miou < 35.0
     subset = slice(0, 100)
-    texture_miou = kmeans_miou(texture_features(images[subset]), labels[subset], len(SCENE_CLASSES))
+    texture_miou = pixel_kmeans_miou(texture_features(images[subset]), labels[subset], len(SCENE_CLASSES))["mIoU"]
     assert texture_miou > rgb_miou + 8.0, (rgb_miou, texture_miou)
 
 
