@@ -118,3 +118,21 @@ def test_legend_patches():
     np.testing.assert_allclose(patches[0].get_facecolor()[:3], palette[2] / 255)
     with pytest.raises(ValueError):
         legend_patches(["a"], palette, ids=[1])
+
+
+def test_plot_class_colours_one_dot_per_region():
+    import matplotlib.pyplot as plt
+
+    from course_lib.viz import plot_class_colours
+
+    images = np.zeros((2, 4, 4, 3), np.float32)
+    images[0, :2] = [1, 0, 0]
+    labels = np.zeros((2, 4, 4), np.int64)
+    labels[0, :2] = 1
+    labels[1, 0, 0] = -1
+    fig = plot_class_colours(images, labels, ["a", "b", "c"])
+    offsets = fig.axes[0].collections[0].get_offsets()
+    assert len(offsets) == 3  # image 0: classes 0 and 1, image 1: class 0
+    colours = fig.axes[0].collections[0].get_facecolors()[:, :3]
+    assert any(np.allclose(c, [1, 0, 0]) for c in colours)
+    plt.close(fig)

@@ -116,3 +116,37 @@ def show_samples(
     else:
         fig.tight_layout()
     return fig
+
+
+def plot_class_colours(images, labels, class_names: Sequence[str], ax=None) -> Figure:
+    """Each region's mean colour, one row of dots per class, drawn in that colour.
+
+    Shows at a glance whether colour alone could tell the classes apart: if the rows share their
+    colours, a colour-only method cannot. ``images`` B×H×W×3 in [0, 1] (or B×3×H×W), ``labels`` B×H×W.
+    """
+    images = np.asarray(torch.as_tensor(images).cpu(), dtype=np.float32)
+    if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
+        images = images.transpose(0, 2, 3, 1)
+    labels = np.asarray(torch.as_tensor(labels).cpu())
+    n_classes = len(class_names)
+    # one (image, class) region per row of `sums`, averaged with a single bincount per channel
+    region = (np.arange(len(labels))[:, None, None] * n_classes + labels).reshape(-1)
+    keep = labels.reshape(-1) >= 0
+    counts = np.bincount(region[keep], minlength=len(labels) * n_classes)
+    sums = np.stack([np.bincount(region[keep], images[..., c].reshape(-1)[keep], len(labels) * n_classes)
+                     for c in range(3)], 1)
+    present = counts > 0
+    colours = sums[present] / counts[present, None]
+    class_of_region = np.flatnonzero(present) % n_classes
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 0.32 * n_classes + 1))
+    else:
+        fig = ax.figure
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(colours))
+    ax.scatter(colours @ np.array([0.299, 0.587, 0.114]), class_of_region + jitter,
+               c=np.clip(colours, 0, 1), s=14, edgecolors="none")
+    ax.set_yticks(range(n_classes), class_names)
+    ax.set_xlabel("mean luminance of the region (dot colour = its mean RGB)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
