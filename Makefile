@@ -29,8 +29,8 @@ unit-tests: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m pytest tests -q
 
 notebook-tests: $(STAMP)
-	TQDM_DISABLE=1 MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-		--sanitize-with tests/nbval_sanitize.cfg notebooks
+	TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

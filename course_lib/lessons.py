@@ -60,7 +60,6 @@ def run_lesson(notebook: Path, out_dir: Path, timeout: int = 1800) -> LessonRun:
 
 def run_course(out_dir: Path, notebooks: list[Path] | None = None) -> list[LessonRun]:
     """Run every lesson in order, printing ``status  seconds  name`` per lesson."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
     runs = []
     print(f"Running the course in the {profile()!r} profile -> {out_dir}", flush=True)
     for notebook in notebooks or lesson_notebooks():
