@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_download import FileServer  # noqa: E402  (the local HTTP server of the download tests)
+from test_download import FileServer, zip_bytes  # noqa: E402  (the local HTTP server of the download tests)
 
 from course_lib.data import hub  # noqa: E402
 from course_lib.data.download import part_path  # noqa: E402
@@ -62,14 +62,6 @@ def png_bytes(value: int, mode: str = "L") -> bytes:
     shape = (6, 6) if mode == "L" else (6, 6, 3)
     buffer = io.BytesIO()
     Image.fromarray(np.full(shape, value, dtype=np.uint8), mode=mode).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
     return buffer.getvalue()
 
 

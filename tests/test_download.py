@@ -258,7 +258,7 @@ def test_unknown_checksum_warns_with_computed_sha256_and_size_is_checked(server,
 
 # ---------------------------------------------------------------------------------------- extraction
 
-def _zip_bytes(members: dict[str, bytes]) -> bytes:
+def zip_bytes(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
@@ -285,7 +285,7 @@ def test_extract_writes_marker_and_is_not_redone_but_half_done_is(tmp_path, kind
     members = {"top/a.txt": b"alpha", "top/sub/b.txt": b"beta", "__MACOSX/top/._a.txt": b"junk"}
     archive = tmp_path / f"data.{kind}"
     if kind == "zip":
-        archive.write_bytes(_zip_bytes(members))
+        archive.write_bytes(zip_bytes(members))
     else:
         _tar_gz(archive, members)
     out = tmp_path / "out"
@@ -305,7 +305,7 @@ def test_extract_writes_marker_and_is_not_redone_but_half_done_is(tmp_path, kind
 @pytest.mark.parametrize("member", ["../evil.txt", "/tmp/evil_absolute.txt", "ok/../../evil.txt"])
 def test_extract_rejects_path_traversal_in_zip(tmp_path, member):
     archive = tmp_path / "bad.zip"
-    archive.write_bytes(_zip_bytes({"fine.txt": b"x", member: b"evil"}))
+    archive.write_bytes(zip_bytes({"fine.txt": b"x", member: b"evil"}))
     with pytest.raises(ArchiveError, match="outside the target folder"):
         extract(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "evil.txt").exists()
@@ -324,7 +324,7 @@ def test_extract_rejects_tar_traversal_and_escaping_links(tmp_path):
 
 
 def test_extract_reports_corrupt_and_unknown_archives(tmp_path):
-    data = bytearray(_zip_bytes({"a.txt": b"hello world" * 100}))
+    data = bytearray(zip_bytes({"a.txt": b"hello world" * 100}))
     position = data.find(b"hello")
     data[position:position + 5] = b"HELLO"  # payload changed, CRC no longer matches
     corrupt = tmp_path / "corrupt.zip"
