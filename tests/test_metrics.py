@@ -56,3 +56,37 @@ def test_bad_inputs_raise_clear_errors():
         metrics.update(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
     with pytest.raises(TypeError, match="integer"):
         metrics.update(torch.zeros(3), torch.zeros(3, dtype=torch.long))
+
+
+def test_constant_prediction_scores_the_majority_class_only():
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
+    metrics = UnsupervisedMetrics(3)
+    metrics.update(torch.zeros_like(labels), labels)
+    result = metrics.compute()
+    # one cluster matched to class 0 (6 of 10 pixels): IoU 6/10, the other classes 0
+    assert result["accuracy"] == pytest.approx(60.0)
+    assert result["mIoU"] == pytest.approx(100 * (6 / 10) / 3)
+
+
+def test_ids_above_255_and_classes_absent_from_predictions():
+    n_classes = 300
+    labels = torch.tensor([0, 256, 299, 299])
+    preds = torch.tensor([256, 0, 299, 299])
+    metrics = UnsupervisedMetrics(n_classes)
+    metrics.update(preds, labels)
+    result = metrics.compute()
+    assert result["mIoU"] == pytest.approx(100.0)  # only the 3 present classes have a defined IoU
+    assert result["assignment"][256] == 0 and result["assignment"][0] == 256
+    assert sum(not np.isnan(v) for v in result["iou"]) == 3
+
+
+def test_accumulates_over_batches_and_devices_like_one_update():
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.randint(-1, 4, (6, 8, 8), generator=generator)
+    preds = torch.randint(0, 4, (6, 8, 8), generator=generator)
+    whole, parts = UnsupervisedMetrics(4), UnsupervisedMetrics(4)
+    whole.update(preds, labels)
+    for p, l in zip(preds.split(2), labels.split(2)):
+        parts.update(p, l)
+    assert torch.equal(whole.stats, parts.stats)
+    assert whole.compute()["mIoU"] == pytest.approx(parts.compute()["mIoU"])

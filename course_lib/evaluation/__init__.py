@@ -1,5 +1,5 @@
 """Evaluation: the field's metrics and protocols, and label-free pixel baselines."""
-from .baselines import pixel_kmeans_miou, texture_features
+from .baselines import noisy_oracle, pixel_kmeans_miou, texture_features
 from .metrics import UnsupervisedMetrics
 
-__all__ = ["UnsupervisedMetrics", "pixel_kmeans_miou", "texture_features"]
+__all__ = ["UnsupervisedMetrics", "noisy_oracle", "pixel_kmeans_miou", "texture_features"]

@@ -55,3 +55,26 @@ def texture_features(images: np.ndarray) -> np.ndarray:
     features = np.stack(bands + orientation, -1)
     flat = features.reshape(-1, features.shape[-1])
     return ((features - flat.mean(0)) / flat.std(0)).astype(np.float32)
+
+
+def noisy_oracle(labels: np.ndarray, n_classes: int, noise: float = 0.3, block: int = 8,
+                 permute: bool = True, seed: int = 0) -> np.ndarray:
+    """The ground truth, corrupted blockwise and with its ids shuffled: a controllable "method".
+
+    A fraction ``noise`` of the ``block``×``block`` tiles of each B×H×W label map gets a random class
+    id (ignore pixels, < 0, become random ids too, as a real prediction has no ignore); with
+    ``permute`` the ids are then relabelled by a random permutation, as an unsupervised method's
+    cluster ids would be. Returns B×H×W int64 predictions in ``0..n_classes-1``.
+    """
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be in [0, 1], got {noise}")
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be B×H×W, got shape {labels.shape}")
+    rng = np.random.default_rng(seed)
+    batch, height, width = labels.shape
+    tiles = (batch, -(-height // block), -(-width // block))
+    corrupt = np.kron(rng.random(tiles) < noise, np.ones((1, block, block), bool))[:, :height, :width]
+    random_ids = np.kron(rng.integers(0, n_classes, tiles), np.ones((1, block, block), np.int64))[:, :height, :width]
+    predictions = np.where(corrupt | (labels < 0), random_ids, labels).astype(np.int64)
+    return rng.permutation(n_classes)[predictions] if permute else predictions
