@@ -27,3 +27,10 @@ def test_more_noise_scores_lower_and_ignore_becomes_a_class():
     assert predictions.min() >= 0 and np.array_equal(predictions[:, 2:], labels[:, 2:])
     with pytest.raises(ValueError, match="noise"):
         noisy_oracle(labels, 4, noise=1.5)
+
+
+def test_fixed_ids_keep_their_meaning():
+    labels = np.random.default_rng(2).integers(0, 6, (2, 16, 16))
+    predictions = noisy_oracle(labels, 6, noise=0.0, fixed_ids=1, seed=3)
+    assert np.array_equal(predictions == 0, labels == 0)
+    assert not np.array_equal(predictions, labels)

@@ -58,13 +58,15 @@ def texture_features(images: np.ndarray) -> np.ndarray:
 
 
 def noisy_oracle(labels: np.ndarray, n_classes: int, noise: float = 0.3, block: int = 8,
-                 permute: bool = True, seed: int = 0) -> np.ndarray:
+                 permute: bool = True, fixed_ids: int = 0, seed: int = 0) -> np.ndarray:
     """The ground truth, corrupted blockwise and with its ids shuffled: a controllable "method".
 
     A fraction ``noise`` of the ``block``×``block`` tiles of each B×H×W label map gets a random class
     id (ignore pixels, < 0, become random ids too, as a real prediction has no ignore); with
     ``permute`` the ids are then relabelled by a random permutation, as an unsupervised method's
-    cluster ids would be. Returns B×H×W int64 predictions in ``0..n_classes-1``.
+    cluster ids would be; the first ``fixed_ids`` ids keep their meaning (``fixed_ids=1`` keeps
+    ImageNet-S's 'other' = 0, which a LUSS method predicts itself). Returns B×H×W int64 predictions
+    in ``0..n_classes-1``.
     """
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
@@ -77,4 +79,7 @@ def noisy_oracle(labels: np.ndarray, n_classes: int, noise: float = 0.3, block: 
     corrupt = np.kron(rng.random(tiles) < noise, np.ones((1, block, block), bool))[:, :height, :width]
     random_ids = np.kron(rng.integers(0, n_classes, tiles), np.ones((1, block, block), np.int64))[:, :height, :width]
     predictions = np.where(corrupt | (labels < 0), random_ids, labels).astype(np.int64)
-    return rng.permutation(n_classes)[predictions] if permute else predictions
+    if not permute:
+        return predictions
+    relabel = np.concatenate([np.arange(fixed_ids), fixed_ids + rng.permutation(n_classes - fixed_ids)])
+    return relabel[predictions]
