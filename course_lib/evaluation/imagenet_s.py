@@ -1,0 +1,483 @@
+"""The ImageNet-S evaluation and its command line: mIoU with 'other', boundary mIoU, Img-Acc,
+F-measure, mIoU by object size, and the image-level presence matching of the unsupervised protocol.
+
+Gao et al., "Large-scale Unsupervised Semantic Segmentation" (TPAMI 2022). Label files are
+``<class>/<name>.png``, RGB with ``id = R + 256·G``: 0 'other', 1..K the categories, 1000 ignore.
+Facts taken from the official code (``LUSSeg/ImageNet-S``: ``evaluation/evaluator.py``,
+``evaluation/metric.py``, ``evaluation/match.py``; ``LUSSeg/PASS``: ``evaluator.py``, ``src/metric.py``,
+``src/singlecropdataset.py``, ``src/utils.py``):
+
+- every file of the ground-truth folder is evaluated, at its own resolution; pixels whose ground truth
+  is 1000 are removed from both maps, *after* the boundaries are computed on the full maps;
+- counts accumulate over the whole set: IoU_c = TP_c / (TP_c + FP_c + FN_c) for the K + 1 classes,
+  'other' included; **mIoU** is their plain mean, a class with neither ground truth nor prediction
+  counting as 0 (every class occurs in the official validation and test sets);
+- **b_mIoU**: the same on the inner boundaries of :mod:`course_lib.evaluation.boundary` (width 0.03 of
+  the image diagonal): a pixel counts for class c in a map when it has label c there and lies on the
+  boundary of c in that map;
+- **img_acc**: the image's predicted category is the one (not 'other') with the most predicted pixels
+  (the lowest id on a tie); it is correct when both the prediction and the ground truth have pixels of
+  it; averaged over images;
+- **f_measure**: per image, foreground = not 'other' in each map, F = (1 + β²)·P·R / (β²·P + R) with
+  β² = 0.3, and F = 0 when no pixel is foreground in both maps; averaged over images;
+- **mIoU_S / _MS / _ML / _L**: per image, each ground-truth category present falls into a size bucket by
+  its share of the image's non-ignore pixels: at most 5 %, 25 %, 50 %, or more; for every non-empty
+  bucket the 'other' pixels and the pixels of that bucket's categories are scored as for mIoU and the
+  counts accumulate per bucket; the bucket's mIoU averages the classes with ground-truth pixels in it
+  (``None`` when no object of that size occurs, where the official code gives NaN);
+- **matching** (fully unsupervised protocol): per image, the sets of predicted and of ground-truth
+  categories present among the non-ignore pixels (any number of pixels, 'other' excluded); the K×K
+  matrix of how many images have predicted id i and ground-truth id j; the Hungarian assignment
+  maximising it maps predicted ids to ground-truth ids; 0 maps to 0. (The official code uses Munkres,
+  here ``scipy.optimize.linear_sum_assignment``: only ties can be broken differently.)
+
+A predicted 1000 means "no class": it counts for no class (a miss where the ground truth has one) and,
+as in the official F-measure, as foreground. Counts are exact int64 sums (the official float32
+accumulators round above 2²⁴ pixels); size buckets compare integers (100·n_c ≤ 5·n, ...).
+
+Command line::
+
+    python -m course_lib.evaluation.imagenet_s match --predict-dir P --gt-dir G --num-classes K --out M.json
+    python -m course_lib.evaluation.imagenet_s evaluate --predict-dir P --gt-dir G --num-classes K \\
+        [--match M.json] [--json OUT.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, TypeVar
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ..config import progress
+from ..data.folders import DatasetLayoutError
+from ..data.label_png import IMAGENET_S_IGNORE, IMAGENET_S_OTHER, read_imagenet_s_png
+from .boundary import inner_boundary
+
+METRIC_KEYS = ("mIoU", "b_mIoU", "img_acc", "f_measure", "mIoU_S", "mIoU_MS", "mIoU_ML", "mIoU_L")
+"""Keys of :meth:`ImageNetSEvaluator.compute` and of the CLI's JSON, all in percent."""
+
+SIZE_BUCKETS = (("S", 5), ("MS", 25), ("ML", 50), ("L", 100))
+"""Object-size buckets: name and the largest share (percent of non-ignore pixels) of an object in it."""
+
+F_BETA_SQUARED = 0.3
+"""β² of the F-measure (the official code calls it ``beta``)."""
+
+Match = Mapping[int, int]
+T = TypeVar("T")
+
+
+def _as_array(ids, what: str) -> np.ndarray:
+    """An H×W integer NumPy array from a NumPy array or a (CPU or GPU) torch tensor."""
+    if hasattr(ids, "detach"):
+        ids = ids.detach().cpu().numpy()
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise ValueError(f"{what}: expected an H×W id map, got shape {ids.shape}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{what}: ids must be integers, got dtype {ids.dtype}")
+    return ids
+
+
+def _bad_ids(ids: np.ndarray, bad: np.ndarray) -> str:
+    values = np.unique(ids[bad])
+    return f"{values[:5].tolist()}{' ...' if values.size > 5 else ''}"
+
+
+def _check_num_classes(num_classes: int) -> int:
+    if not isinstance(num_classes, (int, np.integer)) or not 1 <= num_classes < IMAGENET_S_IGNORE:
+        raise ValueError(f"num_classes must be an integer in 1..{IMAGENET_S_IGNORE - 1}, got {num_classes!r}")
+    return int(num_classes)
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray, name: str) -> None:
+    if pred.shape != gt.shape:
+        raise ValueError(f"{name}: the prediction is {pred.shape[0]}×{pred.shape[1]} (height×width) but its "
+                         f"ground truth is {gt.shape[0]}×{gt.shape[1]}; predict at the original resolution")
+
+
+def _gt_id_counts(gt: np.ndarray, num_classes: int, name: str) -> np.ndarray:
+    """Pixel count of every id 0..1000 of a ground-truth map, checking the ids are 0..K or 1000."""
+    if gt.size == 0 or gt.min() >= 0:
+        counts = np.bincount(gt.ravel(), minlength=IMAGENET_S_IGNORE + 1)
+        if counts.size == IMAGENET_S_IGNORE + 1 and not counts[num_classes + 1:IMAGENET_S_IGNORE].any():
+            return counts
+    bad = (gt < 0) | ((gt > num_classes) & (gt != IMAGENET_S_IGNORE))
+    raise ValueError(f"{name}: ground-truth ids {_bad_ids(gt, bad)} are outside 0..{num_classes} "
+                     f"and not the ignore id {IMAGENET_S_IGNORE} (num_classes={num_classes})")
+
+
+class ImageNetSEvaluator:
+    """Accumulates the ImageNet-S metrics over a set of images (see the module docstring).
+
+    Args:
+        num_classes: ``K``, the number of categories (50, 300 or 919 for ImageNet-S); ids are 0..K.
+        match: optional predicted id → ground-truth id map applied to predictions first (keys up to
+            999, values 0..K; 0 must map to 0); every predicted id other than 0 and 1000 must be a key.
+
+    ``update(pred_ids, gt_ids)`` takes one image (H×W integer arrays or tensors, 1000 = ignore in the
+    ground truth); ``compute()`` returns :data:`METRIC_KEYS` → percent. Evaluators of disjoint image
+    sets can be combined with :meth:`merge` (used by :func:`evaluate_folders` across processes).
+    """
+
+    def __init__(self, num_classes: int, match: Match | None = None):
+        self.num_classes = _check_num_classes(num_classes)
+        self.match = None if match is None else check_match(match, self.num_classes)
+        # Predicted id -> internal column: 0..K a class, K + 1 "no class" (a predicted 1000), -1 invalid.
+        lut = np.full(IMAGENET_S_IGNORE + 1, -1, dtype=np.int64)
+        if self.match is None:
+            lut[: self.num_classes + 1] = np.arange(self.num_classes + 1)
+        else:
+            lut[list(self.match)] = list(self.match.values())
+        lut[IMAGENET_S_IGNORE] = self.num_classes + 1
+        self._lut = lut
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every image seen so far."""
+        k1 = self.num_classes + 1
+        self.n_images = 0
+        self.gt_area, self.pred_area, self.intersection = (np.zeros(k1, np.int64) for _ in range(3))
+        self.gt_boundary, self.pred_boundary, self.boundary_intersection = (np.zeros(k1, np.int64) for _ in range(3))
+        self.size_gt, self.size_pred, self.size_intersection = (
+            np.zeros((len(SIZE_BUCKETS), k1), np.int64) for _ in range(3))
+        self.f_measure_sum = 0.0
+        self.n_correct_images = 0
+
+    def _columns(self, pred: np.ndarray, name: str) -> np.ndarray:
+        """Predicted ids → internal columns (match applied), with a clear error for unknown ids."""
+        in_range = pred.size == 0 or (pred.min() >= 0 and pred.max() <= IMAGENET_S_IGNORE)
+        if in_range:
+            columns = self._lut[pred]
+            if columns.size == 0 or columns.min() >= 0:
+                return columns
+        bad = self._lut[pred] < 0 if in_range else (pred < 0) | (pred > IMAGENET_S_IGNORE)
+        if self.match is None:
+            raise ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are outside 0..{self.num_classes} "
+                             f"and not {IMAGENET_S_IGNORE} (num_classes={self.num_classes}); "
+                             "map cluster ids to categories first (match)")
+        raise ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are not keys of the match "
+                         f"(it maps {len(self.match)} ids)")
+
+    def update(self, pred_ids, gt_ids, name: str = "image") -> None:
+        """Add one image: ``pred_ids`` and ``gt_ids`` are H×W integer maps (``name`` appears in errors)."""
+        pred, gt = _as_array(pred_ids, f"{name} (prediction)"), _as_array(gt_ids, f"{name} (ground truth)")
+        _check_pair(pred, gt, name)
+        id_counts = _gt_id_counts(gt, self.num_classes, name)
+        columns = self._columns(pred, name)
+        k, k1 = self.num_classes, self.num_classes + 1
+
+        # One histogram per image over (ground-truth row, predicted column, gt on boundary, pred on
+        # boundary). Rows: the ground-truth classes present, then one for ignore pixels (dropped).
+        # Columns: 0..K, then K + 1 for a predicted 1000 ("no class").
+        present = np.flatnonzero(id_counts[:k1])
+        row_of_id = np.full(IMAGENET_S_IGNORE + 1, present.size, np.int64)
+        row_of_id[present] = np.arange(present.size)
+        code = row_of_id[gt]
+        code *= k + 2
+        code += columns
+        code <<= 1
+        code += inner_boundary(gt)
+        code <<= 1
+        code += inner_boundary(columns)
+        histogram = np.bincount(code.ravel(), minlength=(present.size + 1) * (k + 2) * 4)
+        histogram = histogram.reshape(present.size + 1, k + 2, 2, 2)[:-1]
+        confusion = histogram.sum(axis=(2, 3))
+        rows = np.arange(present.size)
+
+        gt_area = id_counts[:k1]
+        pred_area = confusion.sum(axis=0)[:k1]
+        intersection = np.zeros(k1, np.int64)
+        intersection[present] = confusion[rows, present]
+        self.gt_area += gt_area
+        self.pred_area += pred_area
+        self.intersection += intersection
+        self.gt_boundary[present] += histogram[:, :, 1, :].sum(axis=(1, 2))
+        self.pred_boundary += histogram[:, :, :, 1].sum(axis=(0, 2))[:k1]
+        self.boundary_intersection[present] += histogram[rows, present, 1, 1]
+
+        # F-measure: foreground = not 'other' (a predicted 1000 is foreground, as in the official code).
+        n_pixels = gt_area.sum()
+        true_fg = n_pixels - gt_area[IMAGENET_S_OTHER]
+        pred_fg = n_pixels - pred_area[IMAGENET_S_OTHER]
+        hits = confusion[present != IMAGENET_S_OTHER, 1:].sum()
+        if hits > 0:
+            precision, recall = hits / pred_fg, hits / true_fg
+            self.f_measure_sum += (1 + F_BETA_SQUARED) * precision * recall / (F_BETA_SQUARED * precision + recall)
+
+        label = 1 + int(np.argmax(pred_area[1:]))
+        self.n_correct_images += int(gt_area[label] > 0 and pred_area[label] > 0)
+
+        # Size buckets: bucket index of each category present, 'other' joins every non-empty bucket.
+        is_category = present != IMAGENET_S_OTHER
+        shares = 100 * gt_area[present[is_category]]
+        bucket = sum((shares > limit * n_pixels).astype(np.int64) for _, limit in SIZE_BUCKETS[:-1])
+        members = np.zeros((len(SIZE_BUCKETS), present.size), bool)
+        members[bucket, np.flatnonzero(is_category)] = True
+        members[:, ~is_category] = members.any(axis=1, keepdims=True)
+        self.size_pred += members.astype(np.int64) @ confusion[:, :k1]
+        self.size_gt[:, present] += members * gt_area[present]
+        self.size_intersection[:, present] += members * intersection[present]
+
+        self.n_images += 1
+
+    def merge(self, other: "ImageNetSEvaluator") -> "ImageNetSEvaluator":
+        """Add the counts of ``other`` (another set of images, same ``num_classes``); returns ``self``."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge evaluators of {self.num_classes} and {other.num_classes} classes")
+        for attribute in ("gt_area", "pred_area", "intersection", "gt_boundary", "pred_boundary",
+                          "boundary_intersection", "size_gt", "size_pred", "size_intersection"):
+            getattr(self, attribute).__iadd__(getattr(other, attribute))
+        self.f_measure_sum += other.f_measure_sum
+        self.n_correct_images += other.n_correct_images
+        self.n_images += other.n_images
+        return self
+
+    @staticmethod
+    def _iou(intersection: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        union = gt + pred - intersection
+        return np.divide(intersection, union, out=np.zeros(union.shape), where=union > 0)
+
+    @property
+    def class_iou(self) -> np.ndarray:
+        """(K+1,) IoU per class in percent ('other' first; 0 where a class has no pixel at all)."""
+        return 100 * self._iou(self.intersection, self.gt_area, self.pred_area)
+
+    def compute(self) -> dict[str, float | None]:
+        """The metrics of :data:`METRIC_KEYS` in percent (a size bucket without objects gives ``None``)."""
+        if self.n_images == 0:
+            raise ValueError("no image was evaluated: call update() (or check the ground-truth folder) first")
+        scores: dict[str, float | None] = {
+            "mIoU": float(self.class_iou.mean()),
+            "b_mIoU": float(100 * self._iou(self.boundary_intersection, self.gt_boundary, self.pred_boundary).mean()),
+            "img_acc": 100 * self.n_correct_images / self.n_images,
+            "f_measure": 100 * self.f_measure_sum / self.n_images,
+        }
+        bucket_iou = self._iou(self.size_intersection, self.size_gt, self.size_pred)
+        for (bucket, _), iou, gt in zip(SIZE_BUCKETS, bucket_iou, self.size_gt):
+            scores[f"mIoU_{bucket}"] = float(100 * iou[gt > 0].mean()) if (gt > 0).any() else None
+        return scores
+
+
+def check_match(match: Match, num_classes: int) -> dict[int, int]:
+    """Validate a predicted id → ground-truth id map; returns it with int keys and 0 → 0 added."""
+    checked: dict[int, int] = {}
+    for key, value in match.items():
+        try:
+            source, target = int(key), int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"match entries must be integer ids, got {key!r}: {value!r}") from None
+        if not 0 <= source < IMAGENET_S_IGNORE:
+            raise ValueError(f"match key {source} is not a predicted id in 0..{IMAGENET_S_IGNORE - 1}")
+        if not 0 <= target <= num_classes:
+            raise ValueError(f"match maps {source} to {target}, outside the ground-truth ids 0..{num_classes}")
+        checked[source] = target
+    if checked.setdefault(IMAGENET_S_OTHER, IMAGENET_S_OTHER) != IMAGENET_S_OTHER:
+        raise ValueError(f"match maps 'other' (0) to {checked[0]}; 0 must map to 0")
+    return dict(sorted(checked.items()))
+
+
+def load_match(path: str | os.PathLike, num_classes: int) -> dict[int, int]:
+    """Read a match JSON (``{"predicted id": ground-truth id, ...}``) and validate it."""
+    path = Path(path)
+    try:
+        match = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"match file {path} does not exist; create it with the 'match' command") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(match, dict):
+        raise ValueError(f"{path}: expected a JSON object mapping predicted ids to ground-truth ids")
+    return check_match(match, num_classes)
+
+
+def save_match(match: Match, path: str | os.PathLike) -> None:
+    """Write a match as JSON with string keys (``{"0": 0, "1": 17, ...}``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({str(key): int(value) for key, value in match.items()}, indent=1) + "\n")
+
+
+def image_presence(pred_ids, gt_ids, num_classes: int, name: str = "image") -> tuple[np.ndarray, np.ndarray]:
+    """Which ids occur in one image's non-ignore pixels: two (K+1,) bool vectors (prediction, ground truth).
+
+    Predicted ids must lie in 0..K (1000 is allowed and counts as none)."""
+    pred, gt = _as_array(pred_ids, f"{name} (prediction)"), _as_array(gt_ids, f"{name} (ground truth)")
+    _check_pair(pred, gt, name)
+    gt_present = _gt_id_counts(gt, num_classes, name)[: num_classes + 1] > 0
+    bad = (pred < 0) | ((pred > num_classes) & (pred != IMAGENET_S_IGNORE))
+    if bad.any():
+        raise ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are outside 0..{num_classes} "
+                         f"(num_classes={num_classes}); presence matching maps K cluster ids 1..K to K categories")
+    pred_present = np.bincount(pred[gt != IMAGENET_S_IGNORE], minlength=IMAGENET_S_IGNORE + 1)[: num_classes + 1] > 0
+    return pred_present, gt_present
+
+
+def match_from_presence(pred_present: np.ndarray, gt_present: np.ndarray) -> dict[int, int]:
+    """Hungarian presence matching from N×(K+1) bool matrices (image × id, column 0 'other').
+
+    Maximises, over one-to-one maps of predicted ids 1..K to ground-truth ids 1..K, the number of
+    (image, predicted id, matched id) where both ids occur; returns ``{0: 0, predicted: ground truth}``.
+    """
+    pred_present, gt_present = np.asarray(pred_present, bool), np.asarray(gt_present, bool)
+    if pred_present.ndim != 2 or pred_present.shape != gt_present.shape or pred_present.shape[1] < 2:
+        raise ValueError(f"expected two N×(K+1) presence matrices of the same shape, got "
+                         f"{pred_present.shape} and {gt_present.shape}")
+    co_occurrence = pred_present[:, 1:].T.astype(np.int64) @ gt_present[:, 1:].astype(np.int64)
+    rows, columns = linear_sum_assignment(co_occurrence, maximize=True)
+    return {IMAGENET_S_OTHER: IMAGENET_S_OTHER, **{int(r) + 1: int(c) + 1 for r, c in zip(rows, columns)}}
+
+
+def list_label_pairs(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Every ``G/<class>/<name>.png`` with its prediction ``P/<class>/<name>.png``, sorted.
+
+    Raises :class:`~course_lib.data.folders.DatasetLayoutError` for a missing or empty ground-truth
+    folder and for missing predictions (naming the first one and how many are missing)."""
+    predict_dir, gt_dir = Path(predict_dir), Path(gt_dir)
+    for folder, what in ((gt_dir, "ground-truth"), (predict_dir, "prediction")):
+        if not folder.is_dir():
+            raise DatasetLayoutError(f"the {what} folder {folder} does not exist")
+    gt_files = sorted(gt_dir.glob("*/*.png"))
+    if not gt_files:
+        flat = len(list(gt_dir.glob("*.png")))
+        hint = f" (it has {flat} PNGs at its top level: put them in <class>/ sub-folders)" if flat else ""
+        raise DatasetLayoutError(f"no ground-truth labels <class>/<name>.png in {gt_dir}{hint}")
+    pairs = [(predict_dir / gt.relative_to(gt_dir), gt) for gt in gt_files]
+    missing = [pred for pred, _ in pairs if not pred.is_file()]
+    if missing:
+        raise DatasetLayoutError(f"{len(missing)} of {len(pairs)} predictions are missing, e.g. {missing[0]} "
+                                 f"(for {gt_dir / missing[0].relative_to(predict_dir)}); every ground-truth "
+                                 "file needs a prediction with the same <class>/<name>.png")
+    return pairs
+
+
+def _read_pair(pred_path: Path, gt_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    return read_imagenet_s_png(pred_path), read_imagenet_s_png(gt_path, num_classes=num_classes)
+
+
+def _evaluate_chunk(pairs: Sequence[tuple[Path, Path]], num_classes: int, match: Match | None) -> ImageNetSEvaluator:
+    evaluator = ImageNetSEvaluator(num_classes, match)
+    for pred_path, gt_path in pairs:
+        evaluator.update(*_read_pair(pred_path, gt_path, num_classes), name=str(pred_path))
+    return evaluator
+
+
+def _presence_chunk(pairs: Sequence[tuple[Path, Path]], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    presence = [image_presence(*_read_pair(pred, gt, num_classes), num_classes, name=str(pred)) for pred, gt in pairs]
+    return np.stack([p for p, _ in presence]), np.stack([g for _, g in presence])
+
+
+def default_workers() -> int:
+    """Number of CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _map_chunks(function: Callable[..., T], pairs: list[tuple[Path, Path]], workers: int | None,
+                desc: str, **kwargs) -> list[T]:
+    """``function(chunk, **kwargs)`` over chunks of ``pairs`` in a process pool; results in input order."""
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    size = max(1, min(32, -(-len(pairs) // (4 * workers))))
+    chunks = [pairs[start:start + size] for start in range(0, len(pairs), size)]
+    results = []
+    with progress(total=len(pairs), desc=desc, unit="img") as bar:
+        if workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                results.append(function(chunk, **kwargs))
+                bar.update(len(chunk))
+            return results
+        pool = ProcessPoolExecutor(min(workers, len(chunks)))
+        try:
+            futures = [pool.submit(function, chunk, **kwargs) for chunk in chunks]
+            for future, chunk in zip(futures, chunks):
+                results.append(future.result())
+                bar.update(len(chunk))
+        finally:
+            pool.shutdown(cancel_futures=True)
+    return results
+
+
+def evaluate_folders(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, num_classes: int,
+                     match: Match | None = None, workers: int | None = None) -> dict[str, float | None]:
+    """Evaluate every ``G/<class>/<name>.png`` against ``P/<class>/<name>.png`` (ImageNet-S PNGs).
+
+    ``match`` (predicted id → ground-truth id, e.g. from :func:`presence_matching`) is applied to the
+    predictions first; ``workers`` processes read and score the images (default: all cores).
+    Returns :data:`METRIC_KEYS` → percent, see :class:`ImageNetSEvaluator`.
+    """
+    num_classes = _check_num_classes(num_classes)
+    checked = None if match is None else check_match(match, num_classes)
+    pairs = list_label_pairs(predict_dir, gt_dir)
+    parts = _map_chunks(_evaluate_chunk, pairs, workers, "evaluating", num_classes=num_classes, match=checked)
+    total = parts[0]
+    for part in parts[1:]:
+        total.merge(part)
+    return total.compute()
+
+
+def presence_matching(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, num_classes: int,
+                      workers: int | None = None) -> dict[int, int]:
+    """The fully unsupervised protocol's matching of predicted ids to categories over two folders
+    (see :func:`match_from_presence`); predicted ids must lie in 0..K."""
+    num_classes = _check_num_classes(num_classes)
+    pairs = list_label_pairs(predict_dir, gt_dir)
+    parts = _map_chunks(_presence_chunk, pairs, workers, "matching", num_classes=num_classes)
+    return match_from_presence(np.concatenate([p for p, _ in parts]), np.concatenate([g for _, g in parts]))
+
+
+def format_scores(scores: Mapping[str, float | None]) -> str:
+    """The metrics as an aligned two-column text table."""
+    return "\n".join(f"{key:<10}{'n/a' if scores[key] is None else f'{scores[key]:7.2f}'}" for key in METRIC_KEYS)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib.evaluation.imagenet_s",
+        description="ImageNet-S evaluation (mIoU, boundary mIoU, Img-Acc, F-measure, mIoU by object size) "
+                    "and the unsupervised presence matching, on <class>/<name>.png label folders (id = R + 256·G).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("evaluate", "score predictions against the ground truth"),
+                            ("match", "match predicted ids to categories (Hungarian on image-level presence)")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--predict-dir", required=True, type=Path, help="predictions P/<class>/<name>.png")
+        command.add_argument("--gt-dir", required=True, type=Path, help="ground truth G/<class>/<name>.png")
+        command.add_argument("--num-classes", required=True, type=int, help="K (50, 300 or 919 for ImageNet-S)")
+        command.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+        if name == "evaluate":
+            command.add_argument("--match", type=Path, help="JSON from the 'match' command, applied first")
+            command.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+        else:
+            command.add_argument("--out", required=True, type=Path, help="where to write the match JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 with a one-line message on bad input)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "match":
+            match = presence_matching(args.predict_dir, args.gt_dir, args.num_classes, workers=args.workers)
+            save_match(match, args.out)
+            print(f"matched {len(match) - 1} predicted ids to categories -> {args.out}")
+            return 0
+        match = None if args.match is None else load_match(args.match, args.num_classes)
+        scores = evaluate_folders(args.predict_dir, args.gt_dir, args.num_classes, match=match, workers=args.workers)
+    except (OSError, ValueError) as error:  # missing files; encodings, sizes, ids (LabelEncodingError)
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    print(format_scores(scores))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(scores, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
