@@ -9,6 +9,7 @@
 - :mod:`.baselines`: k-means on pixels, texture features, the noisy oracle.
 """
 from .baselines import noisy_oracle, pixel_kmeans_miou, texture_features
+from .crf import STEGO_CRF, CRFParams, dense_crf, dense_crf_batch, pydensecrf_available
 from .metrics import UnsupervisedMetrics
 from .probes import ClusterProbe, LinearProbe, MiniBatchSphericalKMeans
 from .protocols import (
@@ -19,7 +20,7 @@ from .protocols import (
 )
 
 __all__ = [
-    "ClusterProbe", "LinearProbe", "MiniBatchSphericalKMeans", "UnsupervisedMetrics",
-    "distance_matching_predict", "distance_matching_references", "noisy_oracle", "pixel_kmeans_miou",
-    "semi_supervised_fit", "semi_supervised_predict", "texture_features",
+    "CRFParams", "ClusterProbe", "LinearProbe", "STEGO_CRF", "MiniBatchSphericalKMeans", "UnsupervisedMetrics",
+    "dense_crf", "dense_crf_batch", "distance_matching_predict", "distance_matching_references", "noisy_oracle", "pixel_kmeans_miou",
+    "pydensecrf_available", "semi_supervised_fit", "semi_supervised_predict", "texture_features",
 ]
