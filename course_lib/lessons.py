@@ -8,7 +8,6 @@ and duration. The exit status is non-zero when any lesson failed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
