@@ -177,5 +177,5 @@ def test_extract_features_clear_errors():
 
     with pytest.raises(ValueError, match="different sizes"):
         extract_features(lambda x: x, [sample(8), sample(16)], device="cpu")
-    with pytest.raises(ValueError, match="feature_fn output must be a B×C×h×w"):
+    with pytest.raises(ValueError, match="must return B×C×h×w features"):
         extract_features(lambda x: x.mean(1), [sample(8)], device="cpu")

@@ -31,10 +31,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ..config import progress
 from ..data.transforms import normalize
+from ..models.features import extract_features
 from .probes import (
     LinearProbe,
     Size,
@@ -131,33 +131,6 @@ def distance_matching_predict(features: torch.Tensor, references: torch.Tensor, 
     if (height, width) != tuple(predictions.shape[-2:]):
         predictions = F.interpolate(predictions[:, None].float(), size=(height, width), mode="nearest")[:, 0]
     return predictions.long()
-
-
-def _stack_samples(samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    sizes = {tuple(sample["image"].shape) for sample in samples}
-    if len(sizes) > 1:
-        raise ValueError(f"images of different sizes {sorted(sizes)}: resize or crop them to one size first "
-                         "(course_lib.data.Resize / CenterCrop)")
-    return torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
-
-
-@torch.no_grad()
-def extract_features(feature_fn: FeatureFn, dataset: Dataset, batch_size: int = 16,
-                     device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features N×C×h×w (on the CPU) and labels N×H×W of a dataset of ``{"image", "label"}`` samples.
-
-    Images (3×H×W in [0, 1], all of one size) are ImageNet-normalised and passed to ``feature_fn`` on
-    ``device`` (default :func:`course_lib.config.get_device`) without gradients.
-    """
-    device = resolve_device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_stack_samples)
-    features, labels = [], []
-    for images, batch_labels in progress(loader, desc="extracting features", unit="batch"):
-        batch_features = feature_fn(normalize(images.to(device)))
-        check_features(batch_features, name="feature_fn output")
-        features.append(batch_features.float().cpu())
-        labels.append(batch_labels.long())
-    return torch.cat(features), torch.cat(labels)
 
 
 def semi_supervised_fit(feature_fn: FeatureFn, dataset: Dataset, n_classes: int, epochs: int = 30,

@@ -1,0 +1,97 @@
+"""``load_backbone(name)``: every backbone of the course behind one call.
+
+- ``"toy_vit"``: the tiny ViT-8 trained by our DINO on the toy world, shipped in ``course_lib/assets``.
+- ``"dino_vits8" | "dino_vits16" | "dino_vitb8" | "dino_vitb16"``: the official DINO checkpoints, read
+  from ``COURSE_CACHE/weights`` (``python data_scripts/get_weights.py --model NAME`` fetches them).
+- ``"resnet18" | "resnet50"``: torchvision ResNets with random weights (PASS trains them itself).
+
+Every backbone is returned in eval mode, with ``.patch_size`` and ``.patch_features(x)`` (ImageNet-normalised
+B×3×H×W → B×C×h×w); none normalises its input itself.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from ..data.hub import WEIGHTS, weights_path
+from .vit import DINO_ARCHITECTURES, VisionTransformer, vit_from_name
+
+TOY_VIT_ASSET = "toy_vit.pt"
+RESNETS = ("resnet18", "resnet50")
+BACKBONES = ("toy_vit", *DINO_ARCHITECTURES, *RESNETS)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A backbone's weight file is missing; the message names the command that fetches it."""
+
+
+def toy_vit_path() -> Path:
+    """Path of the shipped toy backbone checkpoint (inside the installed package)."""
+    return Path(str(resources.files("course_lib") / "assets" / TOY_VIT_ASSET))
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet cut before its pooling: ``patch_features`` = the last stage, B×C×H/32×W/32."""
+
+    patch_size = 32
+
+    def __init__(self, name: str):
+        super().__init__()
+        net = getattr(torchvision.models, name)(weights=None)
+        self.embed_dim = net.fc.in_features
+        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
+                                  net.layer1, net.layer2, net.layer3, net.layer4)
+
+    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patch_features(x).mean(dim=(2, 3))
+
+
+def load_dino_checkpoint(model: VisionTransformer, path: str | Path) -> VisionTransformer:
+    """Load an official DINO backbone file into ``model`` with a strict ``load_state_dict``.
+
+    Accepts the released backbone-only files and full training checkpoints (``teacher`` entry with
+    ``backbone.`` / ``module.`` prefixes, as DINO's ``main_dino.py`` writes them).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "teacher" in state:
+        state = state["teacher"]
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()
+             if not k.removeprefix("module.").startswith("head.")}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_backbone(name: str, device: str | torch.device | None = "cpu",
+                  weights_dir: str | Path | None = None) -> nn.Module:
+    """The backbone ``name`` in eval mode on ``device`` (see the module docstring for the names).
+
+    Raises:
+        ValueError: an unknown name.
+        WeightsNotFoundError: an official DINO file is missing (the message gives the fetch command).
+    """
+    if name == "toy_vit":
+        from ..ssl.dino import load_toy_vit  # the toy checkpoint stores its DINO training config
+        path = toy_vit_path()
+        if not path.exists():
+            raise WeightsNotFoundError(f"the shipped toy backbone {path} is missing: reinstall course_lib or "
+                                       "retrain it with `python -m course_lib.ssl.dino --out build/dino_toy`")
+        model = load_toy_vit(path)
+    elif name in DINO_ARCHITECTURES:
+        path = weights_path(name, weights_dir)
+        if not path.exists():
+            raise WeightsNotFoundError(
+                f"{WEIGHTS[name].description}: weights not found at {path}. Fetch them with:\n"
+                f"    python data_scripts/get_weights.py --model {name}")
+        model = load_dino_checkpoint(vit_from_name(name), path)
+    elif name in RESNETS:
+        model = ResNetBackbone(name)
+    else:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return model.to(device).eval()

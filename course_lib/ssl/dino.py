@@ -1,0 +1,326 @@
+"""DINO: self-distillation with no labels (Caron et al., ICCV 2021), in our own code.
+
+A student ViT g_θs and a teacher g_θt of the same architecture each end in a projection head that outputs
+K logits. The teacher sees only the two global crops, the student every crop (2 global + several local);
+for every pair of a teacher view u and a different student view v the loss is the cross-entropy
+
+    H(P_t(u), P_s(v)) = - Σ_k P_t(u)_k log P_s(v)_k                                      (DINO eq. 1-3)
+    P_s(v) = softmax(g_θs(v) / τ_s),   P_t(u) = softmax((g_θt(u) - c) / τ_t)
+
+with a low teacher temperature τ_t (sharpening) and a centre c, an exponential moving average of the
+teacher's batch means (centering); sharpening and centering together avoid collapse. The student learns by
+gradient descent, the teacher is an EMA of the student: θt ← λ θt + (1 - λ) θs, λ following a cosine
+schedule from ``momentum_teacher`` to 1 (eq. 2 of the paper's §3.1).
+
+``python -m course_lib.ssl.dino --out DIR`` trains the course's tiny toy backbone on the toy world
+(the checkpoint shipped in ``course_lib/assets/toy_vit.pt`` was made this way; see its JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2
+
+from ..config import get_device, progress, seed_everything
+from ..data.toyworld import ToyWorld
+from ..data.transforms import normalize
+from ..models.vit import VisionTransformer
+
+
+class DINOHead(nn.Module):
+    """Projection head: MLP (3 layers, GELU) → bottleneck → L2 norm → weight-normalised linear to K logits.
+
+    The last layer's weight rows are normalised to unit length (DINO's weight norm with the gain fixed
+    to 1, ``norm_last_layer=True``). B×D → B×K.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 512, bottleneck_dim: int = 64):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+            nn.Linear(hidden_dim, bottleneck_dim),
+        )
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        self.last_layer = nn.Parameter(torch.randn(out_dim, bottleneck_dim) * bottleneck_dim ** -0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1)
+        return x @ F.normalize(self.last_layer, dim=-1).t()
+
+
+class DINOLoss(nn.Module):
+    """Cross-entropy between the centred, sharpened teacher and the student over all view pairs u ≠ v.
+
+    Args:
+        out_dim: K, the number of head outputs.
+        n_global: number of global crops (the teacher's views; the first ones of the student's list).
+        teacher_temp: τ_t (DINO: 0.04, warmed up from ``warmup_teacher_temp``).
+        student_temp: τ_s (0.1).
+        center_momentum: m of the centre update c ← m c + (1 - m) mean(teacher logits) (0.9).
+    """
+
+    def __init__(self, out_dim: int, n_global: int = 2, teacher_temp: float = 0.04,
+                 student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.n_global, self.teacher_temp = n_global, teacher_temp
+        self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, student_out: list[torch.Tensor], teacher_out: list[torch.Tensor],
+                teacher_temp: float | None = None) -> torch.Tensor:
+        """student_out: one B×K tensor per crop (globals first); teacher_out: one B×K per global crop."""
+        temp = self.teacher_temp if teacher_temp is None else teacher_temp
+        teacher_probs = [F.softmax((t - self.center) / temp, dim=-1).detach() for t in teacher_out]
+        student_logp = [F.log_softmax(s / self.student_temp, dim=-1) for s in student_out]
+        total, pairs = 0.0, 0
+        for iq, probs in enumerate(teacher_probs):
+            for v, logp in enumerate(student_logp):
+                if v == iq:
+                    continue  # never the same view for teacher and student
+                total = total + (-(probs * logp).sum(dim=-1)).mean()
+                pairs += 1
+        self.update_center(torch.cat(teacher_out))
+        return total / pairs
+
+    @torch.no_grad()
+    def update_center(self, teacher_logits: torch.Tensor) -> None:
+        batch_center = teacher_logits.mean(dim=0, keepdim=True)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(batch_center)
+            batch_center /= torch.distributed.get_world_size()
+        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
+
+
+class MultiCrop:
+    """DINO's multi-crop augmentation on one 3×H×W float image in [0, 1] → list of crops.
+
+    Two global crops (``global_size`` px, area scale ``global_scale``) and ``n_local`` local crops
+    (``local_size`` px, area scale ``local_scale``), each flipped, colour-jittered (p 0.8), greyed (p 0.2),
+    blurred (global 1: p 1.0, global 2: p 0.1, local: p 0.5) and, for global 2, solarised (p 0.2).
+    Crops are not normalised (see :func:`course_lib.data.normalize`).
+    """
+
+    def __init__(self, global_size: int = 64, local_size: int = 32, n_local: int = 4,
+                 global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4)):
+        colour = v2.Compose([
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+        ])
+
+        def blur(p: float) -> v2.Transform:
+            return v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.0))], p=p)
+
+        self.global1 = v2.Compose([v2.RandomResizedCrop(global_size, scale=global_scale, antialias=True),
+                                   colour, blur(1.0)])
+        self.global2 = v2.Compose([v2.RandomResizedCrop(global_size, scale=global_scale, antialias=True),
+                                   colour, blur(0.1), v2.RandomSolarize(0.5, p=0.2)])
+        self.local = v2.Compose([v2.RandomResizedCrop(local_size, scale=local_scale, antialias=True),
+                                 colour, blur(0.5)])
+        self.n_local = n_local
+
+    def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return [self.global1(image), self.global2(image)] + [self.local(image) for _ in range(self.n_local)]
+
+
+def cosine_schedule(start: float, end: float, step: int, total: int, warmup: int = 0,
+                    warmup_start: float = 0.0) -> float:
+    """Linear warm-up from ``warmup_start`` to ``start`` over ``warmup`` steps, then cosine to ``end``."""
+    if step < warmup:
+        return warmup_start + (start - warmup_start) * step / max(warmup, 1)
+    progress_ = (step - warmup) / max(total - warmup, 1)
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * min(progress_, 1.0)))
+
+
+@dataclass
+class DINOConfig:
+    """Everything that defines a DINO run of the toy backbone (saved beside the checkpoint)."""
+    patch_size: int = 8
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 4
+    img_size: int = 64          # position-embedding grid = global crop size / patch size
+    out_dim: int = 1024         # K
+    n_train_images: int = 4000  # toy-world scenes (train split), rendered at image_size
+    image_size: int = 96
+    global_size: int = 64
+    local_size: int = 32
+    n_local: int = 4
+    batch_size: int = 64
+    epochs: int = 30
+    lr: float = 1e-3            # peak AdamW learning rate (after warm-up)
+    min_lr: float = 1e-5
+    warmup_epochs: int = 3
+    weight_decay: float = 0.04  # cosine to weight_decay_end (DINO: 0.04 → 0.4)
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.99
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    student_temp: float = 0.1
+    clip_grad: float = 3.0
+    freeze_last_layer_epochs: int = 1
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def build_vit(config: DINOConfig) -> VisionTransformer:
+    return VisionTransformer(config.patch_size, config.embed_dim, config.depth, config.num_heads,
+                             img_size=config.img_size)
+
+
+def render_training_images(config: DINOConfig) -> torch.Tensor:
+    """The training set as one N×3×H×W uint8 tensor (rendered once; the toy world is deterministic)."""
+    world = ToyWorld("scenes", "train", n_images=config.n_train_images, size=config.image_size, seed=config.seed)
+    images = np.stack([world.render(i)[0] for i in progress(range(len(world)), desc="rendering toy scenes")])
+    return torch.from_numpy((images * 255).round().astype(np.uint8)).permute(0, 3, 1, 2).contiguous()
+
+
+def _crops_batch(images: torch.Tensor, augment: MultiCrop) -> list[torch.Tensor]:
+    """B×3×H×W uint8 → one normalised B×3×s×s float tensor per crop position."""
+    per_image = [augment(image) for image in images]
+    return [normalize(torch.stack([crops[i] for crops in per_image]).float() / 255)
+            for i in range(len(per_image[0]))]
+
+
+def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.device | None = None,
+               time_budget_s: float | None = None) -> VisionTransformer:
+    """Train a ViT with DINO on toy-world scenes; checkpoints to ``out_dir/checkpoint.pt`` every epoch.
+
+    Resumes from that checkpoint when it exists. Writes ``out_dir/log.jsonl`` (one line per epoch) and,
+    at the end, the teacher backbone (DINO evaluates the teacher) to ``out_dir/toy_vit.pt``.
+    ``time_budget_s`` stops cleanly after the first epoch that exceeds it (the schedule is kept).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = get_device(device)
+    seed_everything(config.seed)
+    images = render_training_images(config)
+    augment = MultiCrop(config.global_size, config.local_size, config.n_local)
+    student = nn.ModuleDict({"backbone": build_vit(config), "head": DINOHead(config.embed_dim, config.out_dim)})
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student.to(device), teacher.to(device)
+    criterion = DINOLoss(config.out_dim, 2, config.teacher_temp, config.student_temp).to(device)
+    regularised = [p for n, p in student.named_parameters() if p.ndim > 1 and "pos_embed" not in n
+                   and "cls_token" not in n]
+    unregularised = [p for n, p in student.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n
+                                                                      and "cls_token" not in n)]
+    optimizer = torch.optim.AdamW([{"params": regularised}, {"params": unregularised, "weight_decay": 0.0}],
+                                  lr=config.lr)
+    steps_per_epoch = len(images) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    start_epoch = 0
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device)
+        student.load_state_dict(state["student"])
+        teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        criterion.load_state_dict(state["criterion"])
+        start_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+        print(f"resumed from {checkpoint_path.name} at epoch {start_epoch}")
+    started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        order = torch.randperm(len(images))
+        losses = []
+        bar = progress(range(steps_per_epoch), desc=f"DINO epoch {epoch + 1}/{config.epochs}", leave=False)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            lr = cosine_schedule(config.lr * config.batch_size / 64, config.min_lr, step, total_steps,
+                                 config.warmup_epochs * steps_per_epoch)
+            optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = lr
+            optimizer.param_groups[0]["weight_decay"] = cosine_schedule(
+                config.weight_decay_end, config.weight_decay, total_steps - step, total_steps)
+            teacher_temp = cosine_schedule(config.teacher_temp, config.teacher_temp, step, total_steps,
+                                           config.warmup_teacher_temp_epochs * steps_per_epoch,
+                                           config.warmup_teacher_temp)
+            crops = [c.to(device) for c in _crops_batch(images[order[i * config.batch_size:(i + 1) *
+                                                                      config.batch_size]], augment)]
+            teacher_out = [teacher["head"](teacher["backbone"](c)) for c in crops[:2]]
+            student_out = [student["head"](student["backbone"](c)) for c in crops]
+            loss = criterion(student_out, teacher_out, teacher_temp)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(student.parameters(), config.clip_grad)
+            if epoch < config.freeze_last_layer_epochs:
+                student["head"].last_layer.grad = None
+            optimizer.step()
+            momentum = cosine_schedule(config.momentum_teacher, 1.0, step, total_steps)
+            with torch.no_grad():
+                for p_t, p_s in zip(teacher.parameters(), student.parameters()):
+                    p_t.mul_(momentum).add_(p_s.detach(), alpha=1 - momentum)
+            losses.append(loss.item())
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": lr,
+                  "seconds": round(time.perf_counter() - started, 1)}
+        with open(out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        torch.save({"student": student.state_dict(), "teacher": teacher.state_dict(),
+                    "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
+                    "epoch": epoch, "rng": torch.get_rng_state(), "config": asdict(config)},
+                   checkpoint_path.with_suffix(".tmp"))
+        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+        save_backbone(teacher["backbone"], config, out_dir / "toy_vit.pt", epoch + 1)
+        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            print(f"time budget reached after epoch {epoch + 1}")
+            break
+    teacher["backbone"].eval()
+    return teacher["backbone"]
+
+
+def save_backbone(backbone: VisionTransformer, config: DINOConfig, path: str | Path, epochs_done: int) -> None:
+    """Write the backbone's weights in fp16 (a few MB) with its architecture and training config."""
+    state = {k: v.detach().to("cpu", torch.float16) for k, v in backbone.state_dict().items()}
+    torch.save({"state_dict": state, "config": asdict(config), "epochs_done": epochs_done},
+               Path(path).with_suffix(".tmp"))
+    Path(path).with_suffix(".tmp").replace(path)
+
+
+def load_toy_vit(path: str | Path) -> VisionTransformer:
+    """Load a backbone written by :func:`save_backbone` (strict), in fp32 and eval mode."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    known = {k: v for k, v in blob["config"].items() if k in DINOConfig.__dataclass_fields__}
+    model = build_vit(DINOConfig(**known))
+    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=True)
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the toy ViT backbone with DINO on toy-world scenes.")
+    parser.add_argument("--out", required=True, help="output folder (checkpoint.pt, log.jsonl, toy_vit.pt)")
+    parser.add_argument("--epochs", type=int, default=DINOConfig.epochs)
+    parser.add_argument("--n-train-images", type=int, default=DINOConfig.n_train_images)
+    parser.add_argument("--batch-size", type=int, default=DINOConfig.batch_size)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--time-budget", type=float, default=None, help="stop after the epoch past this (s)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DINOConfig(epochs=args.epochs, n_train_images=args.n_train_images, batch_size=args.batch_size)
+    train_dino(config, args.out, args.device, args.time_budget)
+
+
+if __name__ == "__main__":
+    main()
