@@ -69,20 +69,27 @@ def load_dino_checkpoint(model: VisionTransformer, path: str | Path) -> VisionTr
 
 
 def load_backbone(name: str, device: str | torch.device | None = "cpu",
-                  weights_dir: str | Path | None = None) -> nn.Module:
+                  weights_dir: str | Path | None = None, random_init: bool = False) -> nn.Module:
     """The backbone ``name`` in eval mode on ``device`` (see the module docstring for the names).
+
+    ``random_init=True`` gives the same architecture with random weights (seeded, no file needed): the
+    "untrained network" reference of the lessons.
 
     Raises:
         ValueError: an unknown name.
         WeightsNotFoundError: an official DINO file is missing (the message gives the fetch command).
     """
+    if random_init:
+        torch.manual_seed(0)
     if name == "toy_vit":
         from ..ssl.dino import load_toy_vit  # the toy checkpoint stores its DINO training config
         path = toy_vit_path()
         if not path.exists():
             raise WeightsNotFoundError(f"the shipped toy backbone {path} is missing: reinstall course_lib or "
                                        "retrain it with `python -m course_lib.ssl.dino --out build/dino_toy`")
-        model = load_toy_vit(path)
+        model = load_toy_vit(path, random_init=random_init)
+    elif name in DINO_ARCHITECTURES and random_init:
+        model = vit_from_name(name)
     elif name in DINO_ARCHITECTURES:
         path = weights_path(name, weights_dir)
         if not path.exists():

@@ -151,20 +151,20 @@ class DINOConfig:
     """Everything that defines a DINO run of the toy backbone (saved beside the checkpoint)."""
     patch_size: int = 8
     embed_dim: int = 128
-    depth: int = 6
+    depth: int = 4
     num_heads: int = 4
     img_size: int = 64          # position-embedding grid = global crop size / patch size
     out_dim: int = 1024         # K
-    n_train_images: int = 4000  # toy-world scenes (train split), rendered at image_size
+    n_train_images: int = 2000  # toy-world scenes (train split), rendered at image_size
     image_size: int = 96
     global_size: int = 64
     local_size: int = 32
-    n_local: int = 4
-    batch_size: int = 64
-    epochs: int = 30
+    n_local: int = 2
+    batch_size: int = 48
+    epochs: int = 20
     lr: float = 1e-3            # peak AdamW learning rate (after warm-up)
     min_lr: float = 1e-5
-    warmup_epochs: int = 3
+    warmup_epochs: int = 2
     weight_decay: float = 0.04  # cosine to weight_decay_end (DINO: 0.04 → 0.4)
     weight_decay_end: float = 0.4
     momentum_teacher: float = 0.99
@@ -297,12 +297,14 @@ def save_backbone(backbone: VisionTransformer, config: DINOConfig, path: str | P
     Path(path).with_suffix(".tmp").replace(path)
 
 
-def load_toy_vit(path: str | Path) -> VisionTransformer:
-    """Load a backbone written by :func:`save_backbone` (strict), in fp32 and eval mode."""
+def load_toy_vit(path: str | Path, random_init: bool = False) -> VisionTransformer:
+    """Load a backbone written by :func:`save_backbone` (strict), in fp32 and eval mode
+    (``random_init``: its architecture only, weights left at their random initialisation)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     known = {k: v for k, v in blob["config"].items() if k in DINOConfig.__dataclass_fields__}
     model = build_vit(DINOConfig(**known))
-    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=True)
+    if not random_init:
+        model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=True)
     return model.eval()
 
 

@@ -1,0 +1,86 @@
+"""DINO objective pieces and the toy-backbone trainer (tiny run + resume)."""
+import json
+import math
+
+import pytest
+import torch
+
+from course_lib.models import load_backbone, toy_vit_path
+from course_lib.ssl.dino import DINOConfig, DINOHead, DINOLoss, MultiCrop, cosine_schedule, load_toy_vit, train_dino
+
+
+def test_dino_loss_matches_hand_computation():
+    loss_fn = DINOLoss(out_dim=3, n_global=2, teacher_temp=0.5, student_temp=1.0, center_momentum=0.9)
+    t1, t2 = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 2.0, 0.0]])
+    s = [torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]])]
+    p1, p2 = torch.softmax(t1 / 0.5, -1), torch.softmax(t2 / 0.5, -1)
+
+    def ce(p, logits):
+        return -(p * torch.log_softmax(logits, -1)).sum()
+
+    # pairs (teacher view, student view) with different indices: (0,1) (0,2) (1,0) (1,2)
+    expected = (ce(p1, s[1]) + ce(p1, s[2]) + ce(p2, s[0]) + ce(p2, s[2])) / 4
+    assert loss_fn(s, [t1, t2]).item() == pytest.approx(expected.item(), rel=1e-6)
+    # the centre moved towards the teacher's batch mean: 0.1 × mean([t1; t2])
+    torch.testing.assert_close(loss_fn.center, 0.1 * torch.tensor([[0.5, 1.0, 0.0]]))
+
+
+def test_centering_is_applied_to_the_teacher():
+    loss_fn = DINOLoss(out_dim=2, teacher_temp=1.0, student_temp=1.0)
+    loss_fn.center.fill_(0.0)
+    loss_fn.center[0, 0] = 100.0  # a huge centre on class 0 flips the teacher's target to class 1
+    teacher = [torch.tensor([[1.0, 0.0]])] * 2
+    good = loss_fn([torch.tensor([[0.0, 5.0]])] * 2, teacher).item()
+    loss_fn.center.fill_(0.0)
+    loss_fn.center[0, 0] = 100.0
+    bad = loss_fn([torch.tensor([[5.0, 0.0]])] * 2, teacher).item()
+    assert good < bad
+
+
+def test_head_last_layer_is_weight_normalised():
+    head = DINOHead(8, 16, hidden_dim=12, bottleneck_dim=4)
+    with torch.no_grad():
+        head.last_layer.mul_(50.0)  # scaling the raw weights changes nothing
+    out = head(torch.randn(5, 8))
+    assert out.shape == (5, 16) and out.abs().max() <= 1.0 + 1e-5  # cosine logits
+
+
+def test_multicrop_sizes():
+    crops = MultiCrop(global_size=32, local_size=16, n_local=3)(torch.rand(3, 64, 64))
+    assert [tuple(c.shape) for c in crops] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
+
+
+def test_cosine_schedule_warmup_and_end():
+    assert cosine_schedule(1.0, 0.0, 0, 100, warmup=10) == 0.0
+    assert cosine_schedule(1.0, 0.0, 10, 100, warmup=10) == pytest.approx(1.0)
+    assert cosine_schedule(1.0, 0.0, 55, 100, warmup=10) == pytest.approx(0.5)
+    assert cosine_schedule(1.0, 0.0, 100, 100, warmup=10) == pytest.approx(0.0, abs=1e-12)
+    assert math.isclose(cosine_schedule(0.99, 1.0, 0, 50), 0.99)
+
+
+def test_tiny_training_run_resumes(tmp_path, capsys):
+    config = DINOConfig(embed_dim=24, depth=1, num_heads=2, out_dim=32, n_train_images=8, image_size=64,
+                        global_size=32, local_size=16, n_local=1, img_size=32, batch_size=4, epochs=1,
+                        warmup_epochs=0)
+    train_dino(config, tmp_path, device="cpu")
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1] and math.isfinite(log[0]["loss"])
+    first = load_toy_vit(tmp_path / "toy_vit.pt")
+    config.epochs = 2
+    train_dino(config, tmp_path, device="cpu")
+    assert "resumed from checkpoint.pt at epoch 1" in capsys.readouterr().out
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    second = load_toy_vit(tmp_path / "toy_vit.pt")
+    assert not torch.equal(first.norm.weight, second.norm.weight) or not torch.equal(
+        first.blocks[0].attn.qkv.weight, second.blocks[0].attn.qkv.weight)
+
+
+def test_shipped_toy_backbone_loads_offline():
+    assert toy_vit_path().exists()
+    assert toy_vit_path().stat().st_size < 5_000_000
+    model = load_backbone("toy_vit")
+    features = model.patch_features(torch.zeros(2, 3, 96, 96))
+    assert features.shape == (2, model.embed_dim, 12, 12) and torch.isfinite(features).all()
+    random = load_backbone("toy_vit", random_init=True)
+    assert not torch.equal(random.pos_embed, model.pos_embed)
