@@ -1,0 +1,125 @@
+"""STEGO's hyper-parameters: the official values per dataset and backbone, and the toy world's.
+
+The loss has three terms (eq. 5), each a :func:`~.correlation.correlation_loss` with its own weight λ and
+shift b: *self* (an image with itself), *knn* (with a kNN partner) and *rand* (with ``neg_samples``
+random other images of the batch)::
+
+    L = λ_self · L(x, x, b_self) + λ_knn · L(x, x_knn, b_knn) + λ_rand · L(x, x_rand, b_rand)
+
+Official values (``mhamilton723/STEGO``, ``src/configs/train_config.yml``: the per-dataset blocks, whose
+names map as ``pos_intra_* → self``, ``pos_inter_* → knn``, ``neg_inter_* → rand``):
+
+=========================  =======  ======  ======  ======  ======  ======  =====================
+config                     λ_self   b_self  λ_knn   b_knn   λ_rand  b_rand  block in the yml
+=========================  =======  ======  ======  ======  ======  ======  =====================
+cocostuff27, ViT-S/8       0.67     0.08    0.25    0.02    0.63    0.66    Cocostuff27 vit small 1/31/22
+cocostuff27, ViT-B/8       0.10     0.12    1.00    0.20    0.154   1.00    Cocostuff27 10/3 vit_base
+cityscapes27, ViT-B/8      1.00     0.458   0.577   0.175   0.906   0.314   Cityscapes 10/3
+potsdam, ViT-S/8           0.67     0.08    0.25    0.02    0.63    0.46    Potsdam vit small 1/31/22
+=========================  =======  ======  ======  ======  ======  ======  =====================
+
+Shared official values: code dimension 70, Adam lr 5e-4 for the head and 5e-3 for the probes, batch 16,
+11×11 sampled positions, 5 negatives, kNN partner from ranks 1..7, spatial centering and 0-clamp on,
+5000 steps, training crops at 224 px (five-crop for CocoStuff and Cityscapes, none for Potsdam),
+evaluation at 320 px. The toy values were tuned on the toy world's *training* images (see
+``TOY_CONFIG``); the validation set only measures.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class StegoConfig:
+    """Everything that defines a STEGO training run (saved with every checkpoint)."""
+
+    dataset: str
+    backbone: str
+    lambda_self: float
+    b_self: float
+    lambda_knn: float
+    b_knn: float
+    lambda_rand: float
+    b_rand: float
+    code_dim: int = 70
+    extra_clusters: int = 0
+    pointwise: bool = True
+    zero_clamp: bool = True
+    feature_samples: int = 11
+    neg_samples: int = 5
+    num_neighbors: int = 7
+    dropout: float = 0.1
+    nonlinear: bool = True
+    lr: float = 5e-4
+    probe_lr: float = 5e-3
+    batch_size: int = 16
+    steps: int = 5000
+    five_crop: bool = True
+    resolution: int = 224
+    val_resolution: int = 320
+    crf: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("code_dim", "feature_samples", "neg_samples", "num_neighbors", "steps", "resolution",
+                     "val_resolution"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StegoConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError(f"StegoConfig.batch_size must be at least 2 (negatives are other images of the "
+                             f"batch), got {self.batch_size}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"StegoConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "StegoConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown StegoConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+
+OFFICIAL_CONFIGS: dict[tuple[str, str], StegoConfig] = {
+    ("cocostuff27", "dino_vits8"): StegoConfig("cocostuff27", "dino_vits8", lambda_self=0.67, b_self=0.08,
+                                               lambda_knn=0.25, b_knn=0.02, lambda_rand=0.63, b_rand=0.66),
+    ("cocostuff27", "dino_vitb8"): StegoConfig("cocostuff27", "dino_vitb8", lambda_self=0.1, b_self=0.12,
+                                               lambda_knn=1.0, b_knn=0.2, lambda_rand=0.1538476246415498,
+                                               b_rand=1.0),
+    ("cityscapes27", "dino_vitb8"): StegoConfig("cityscapes27", "dino_vitb8", lambda_self=1.0,
+                                                b_self=0.45828472207, lambda_knn=0.577453483136995,
+                                                b_knn=0.1754346515479633, lambda_rand=0.9058762625226623,
+                                                b_rand=0.31361241889448443),
+    ("potsdam", "dino_vits8"): StegoConfig("potsdam", "dino_vits8", lambda_self=0.67, b_self=0.08,
+                                           lambda_knn=0.25, b_knn=0.02, lambda_rand=0.63, b_rand=0.46,
+                                           five_crop=False),
+}
+
+TOY_CONFIG = StegoConfig(
+    "toy", "toy_vit", lambda_self=0.67, b_self=0.08, lambda_knn=0.25, b_knn=0.02, lambda_rand=0.63, b_rand=0.66,
+    code_dim=70, batch_size=16, steps=1500, five_crop=False, resolution=96, val_resolution=96,
+)
+"""The toy world (scenes, 96 px, toy ViT-8 → 12×12 patches)."""
+
+
+def stego_config(dataset: str = "toy", backbone: str | None = None, **overrides) -> StegoConfig:
+    """The official (or toy) config of ``dataset`` and ``backbone``, with ``overrides`` applied.
+
+    A full-scale dataset with a backbone that has no official block starts from that dataset's first
+    official block (e.g. ``cocostuff27`` + ``dino_vits16`` uses the ViT-S/8 values) with the backbone
+    replaced.
+    """
+    if dataset == "toy":
+        base = TOY_CONFIG if backbone in (None, TOY_CONFIG.backbone) else replace(TOY_CONFIG, backbone=backbone)
+    else:
+        candidates = [config for (name, _), config in OFFICIAL_CONFIGS.items() if name == dataset]
+        if not candidates:
+            known = sorted({name for name, _ in OFFICIAL_CONFIGS})
+            raise ValueError(f"no STEGO config for dataset {dataset!r}; known: toy, {', '.join(known)}")
+        base = OFFICIAL_CONFIGS.get((dataset, backbone), candidates[0])
+        if backbone is not None:
+            base = replace(base, backbone=backbone)
+    return replace(base, **overrides) if overrides else base

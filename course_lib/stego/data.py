@@ -1,0 +1,195 @@
+"""What STEGO trains and evaluates on: cached frozen features (toy world) or images (full scale).
+
+- :func:`backbone_cache_key`: the name feature caches are stored under; for the shipped toy backbone it
+  includes the checkpoint file's hash, so a new checkpoint never reuses stale features.
+- :class:`FiveCrops` / :class:`HorizontalFlip`: dataset views (STEGO's five-crop of the toy world; the
+  flipped copies whose codes are averaged at evaluation).
+- :func:`toy_split_features`: cached features of a toy-world split (optionally five-cropped / flipped).
+- :func:`full_dataset`: CocoStuff-27 / Cityscapes-27 at STEGO's resolutions (five-crop for training).
+- :class:`PairBatchSampler`: the batches of (image, kNN partner) index pairs, split across processes.
+- :class:`PairDataset`: loads the images of those pairs for training on the fly.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import progress
+from ..data import CenterCrop, Cityscapes27, CocoStuff27, Compose, FiveCropDataset, Resize, ToyWorld, five_crop
+from ..data.transforms import resize_pair
+from ..models.backbones import toy_vit_path
+from ..models.features import FeatureCache, FeatureSet, run_backbone
+from .pairs import draw_positives
+
+FULL_DATASETS = {"cocostuff27": CocoStuff27, "cityscapes27": Cityscapes27}
+
+
+@lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def backbone_cache_key(name: str) -> str:
+    """``name``, plus ``-<sha256[:12]>`` of the checkpoint for ``toy_vit`` (retrained in place, unlike the
+    official DINO weights): features cached under this key always belong to the current checkpoint."""
+    if name != "toy_vit":
+        return name
+    path = toy_vit_path()
+    stat = path.stat()
+    return f"toy_vit-{_file_digest(str(path), stat.st_size, stat.st_mtime)[:12]}"
+
+
+class FiveCrops(Dataset):
+    """STEGO's five-crop of a dataset of same-size images: item 5·i + c is crop c (top-left, top-right,
+    bottom-left, bottom-right, centre; ``ratio`` of each side) of image i, resized back to the image size
+    (bilinear image, nearest label) — STEGO resizes its crops to the training resolution too."""
+
+    def __init__(self, dataset: Dataset, ratio: float = 0.5):
+        self.dataset, self.ratio = dataset, ratio
+
+    def __len__(self) -> int:
+        return 5 * len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset[index // 5]
+        image, label = five_crop(sample["image"], sample["label"], self.ratio)[index % 5]
+        image, label = resize_pair(image, label, tuple(sample["image"].shape[1:]))
+        return {"image": image, "label": label}
+
+
+class HorizontalFlip(Dataset):
+    """The images and labels of ``dataset`` mirrored left–right."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset[index]
+        return {"image": sample["image"].flip(-1), "label": sample["label"].flip(-1)}
+
+
+def toy_world(split: str, n_images: int | None = None, size: int = 96, seed: int = 0) -> ToyWorld:
+    """The toy world's ``scenes`` split (STEGO's CocoStuff-like setting)."""
+    return ToyWorld("scenes", split, n_images=n_images, size=size, seed=seed)
+
+
+def toy_dataset_name(n_images: int, seed: int = 0, five_crop: bool = False, flipped: bool = False) -> str:
+    """The name a toy-world split is cached under (features and kNN table)."""
+    return f"toy_scenes_n{n_images}_seed{seed}" + ("_fivecrop" if five_crop else "") + ("_hflip" if flipped else "")
+
+
+def toy_split_features(backbone: nn.Module, backbone_name: str, split: str, n_images: int | None = None,
+                       size: int = 96, seed: int = 0, five_crop: bool = False, flipped: bool = False,
+                       cache: FeatureCache | None = None, batch_size: int = 50) -> FeatureSet:
+    """Cached features N×C×h×w (fp16) and labels of a toy-world split, five-cropped and/or flipped.
+
+    Stored under :func:`backbone_cache_key` ``(backbone_name)`` in ``cache`` (default ``COURSE_CACHE/features``).
+    """
+    world = toy_world(split, n_images, size, seed)
+    dataset: Dataset = FiveCrops(world) if five_crop else world
+    if flipped:
+        dataset = HorizontalFlip(dataset)
+    name = toy_dataset_name(len(world), seed, five_crop, flipped)
+    device = next(backbone.parameters()).device
+    return (cache or FeatureCache()).get_or_compute(backbone_cache_key(backbone_name), dataset, name, split, size,
+                                                    backbone=backbone, batch_size=batch_size, device=device)
+
+
+def toy_images_uint8(split: str, n_images: int | None = None, size: int = 96, seed: int = 0) -> torch.Tensor:
+    """N×H×W×3 uint8 images of a toy-world split (what the CRF looks at)."""
+    world = toy_world(split, n_images, size, seed)
+    return torch.stack([torch.from_numpy(world.render(i)[0]) for i in range(len(world))]).mul(255).round().to(torch.uint8)
+
+
+def full_dataset(name: str, split: str, resolution: int, five_crop: bool = False,
+                 root: str | Path | None = None) -> Dataset:
+    """CocoStuff-27 / Cityscapes-27 resized (short side) and centre-cropped to ``resolution``, as STEGO's
+    loaders; ``five_crop`` reads the prepared five-crop folder (``data_scripts/five_crop.py``)."""
+    if name not in FULL_DATASETS:
+        raise ValueError(f"no full-scale loader for {name!r}; choose one of {', '.join(FULL_DATASETS)}")
+    transform = Compose([Resize(resolution), CenterCrop(resolution)])
+    if five_crop:
+        return FiveCropDataset(name, split, root=root, transform=transform)
+    return FULL_DATASETS[name](root=root, split=split, transform=transform)
+
+
+def _stack_images(samples: list[dict]) -> torch.Tensor:
+    return torch.stack([sample["image"] for sample in samples])
+
+
+@torch.no_grad()
+def dataset_features(backbone: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 32,
+                     num_workers: int = 0, desc: str = "features") -> torch.Tensor:
+    """Spatial means of the frozen backbone's features, N×C float32 (for the kNN table at full scale)."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack_images)
+    means = [run_backbone(backbone, images, device).mean(dim=(2, 3)).cpu()
+             for images in progress(loader, desc=desc, unit="batch")]
+    return torch.cat(means)
+
+
+class PairBatchSampler:
+    """Batches of ``(index, kNN partner)`` pairs for ``steps`` training steps, this process's share.
+
+    Each epoch shuffles all N items with a generator seeded by ``(seed, epoch)`` (the same order in every
+    process); process ``rank`` of ``world_size`` takes its contiguous slice, cut into batches of
+    ``batch_size`` (the last incomplete one dropped). Partners are drawn from ranks 1..``num_neighbors``
+    of the kNN ``table`` (N×k). Iteration starts at ``start_step`` (resume), and is reproducible.
+    """
+
+    def __init__(self, table: torch.Tensor, num_neighbors: int, batch_size: int, steps: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, start_step: int = 0):
+        self.table, self.num_neighbors, self.batch_size = table, num_neighbors, batch_size
+        self.steps, self.seed, self.rank, self.world_size, self.start_step = steps, seed, rank, world_size, start_step
+        self.per_rank = len(table) // world_size
+        self.steps_per_epoch = self.per_rank // batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(table)} training items over {world_size} process(es) do not fill one batch "
+                             f"of {batch_size}: use a smaller batch or more images")
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step)
+
+    def _epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        order = torch.randperm(len(self.table), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        mine = order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+        mine = mine[:self.steps_per_epoch * self.batch_size]
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 1_009 + self.rank + 1)
+        return mine, draw_positives(self.table, mine, self.num_neighbors, generator)
+
+    def __iter__(self):
+        epoch, indices, positives = None, None, None
+        for step in range(self.start_step, self.steps):
+            step_epoch, offset = divmod(step, self.steps_per_epoch)
+            if step_epoch != epoch:
+                epoch = step_epoch
+                indices, positives = self._epoch(epoch)
+            batch = slice(offset * self.batch_size, (offset + 1) * self.batch_size)
+            yield list(zip(indices[batch].tolist(), positives[batch].tolist()))
+
+
+class PairDataset(Dataset):
+    """Item ``(i, j)`` → image and label of sample i with the image of its partner j (for a DataLoader
+    whose ``batch_sampler`` is a :class:`PairBatchSampler`)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, pair: tuple[int, int]) -> dict:
+        index, partner = pair
+        sample = self.dataset[index]
+        return {"image": sample["image"], "label": sample["label"], "image_pos": self.dataset[partner]["image"]}

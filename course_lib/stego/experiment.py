@@ -1,0 +1,167 @@
+"""One STEGO experiment end to end: data → training → evaluation → the k-means baseline.
+
+:func:`prepare_data` builds what a configuration needs (the training pairs, cached or on the fly; the
+validation features of the images and of their flipped copies, cached), :func:`run_experiment` trains
+(resuming from ``out_dir``) and evaluates, :func:`kmeans_baseline` measures k-means on the same
+backbone's validation features (same data, same Hungarian matching). Used by the CLI
+(:mod:`.train`), the ablations (:mod:`.ablations`) and lesson 04.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..config import cache_dir
+from ..models.feature_correspondences import kmeans_segmentation
+from ..models.features import FeatureCache, FeatureSet
+from .configs import StegoConfig
+from .data import (
+    HorizontalFlip,
+    backbone_cache_key,
+    dataset_features,
+    full_dataset,
+    toy_dataset_name,
+    toy_split_features,
+    toy_world,
+)
+from .evaluate import EvalBatch, evaluate_stego
+from .model import StegoModel
+from .pairs import cached_knn_table, global_descriptors
+from .trainer import CachedPairs, DistContext, OnlinePairs, train_stego
+
+
+@dataclass
+class StegoData:
+    """Training pairs and validation data of one configuration."""
+
+    source: CachedPairs | OnlinePairs
+    val: FeatureSet
+    val_flipped: FeatureSet
+    val_dataset: Dataset
+    classes: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def _main_first(context: DistContext, compute):
+    """Run ``compute`` on process 0 first (it fills the caches), then on the others (cache hits)."""
+    if context.is_main:
+        result = compute()
+        context.barrier()
+    else:
+        context.barrier()
+        result = compute()
+    return result
+
+
+def _knn_path(key: str, name: str) -> Path:
+    return cache_dir() / "stego" / "knn" / key / f"{name}.npy"
+
+
+def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext | None = None, *,
+                 n_train: int | None = None, n_val: int | None = None, size: int = 96,
+                 online: bool = False, num_workers: int = 0, batch_size: int = 50,
+                 cache: FeatureCache | None = None) -> StegoData:
+    """The data of ``config``: the toy world's scenes (``config.dataset == "toy"``; ``n_train`` / ``n_val``
+    images of ``size`` px) or a full-scale dataset at ``config.resolution`` (validation at
+    ``config.val_resolution``). Training features are cached unless ``online`` (then the backbone runs at
+    every step); the kNN table is cached under ``COURSE_CACHE/stego/knn``. Process 0 fills every cache first.
+    """
+    context = context or DistContext(device=next(backbone.parameters()).device)
+    cache = cache or FeatureCache()
+    key = backbone_cache_key(config.backbone)
+    if config.dataset == "toy":
+        if online:
+            raise ValueError("the toy world trains on cached features; online feature extraction is for full scale")
+        options = dict(n_images=None, size=size, seed=0, cache=cache, batch_size=batch_size)
+        train = _main_first(context, lambda: toy_split_features(backbone, config.backbone, "train", five_crop=config.five_crop,
+                                                                **{**options, "n_images": n_train}))
+        val = _main_first(context, lambda: toy_split_features(backbone, config.backbone, "val", **{**options, "n_images": n_val}))
+        val_flipped = _main_first(context, lambda: toy_split_features(backbone, config.backbone, "val", flipped=True,
+                                                                      **{**options, "n_images": n_val}))
+        train_name = toy_dataset_name(len(toy_world("train", n_train, size)), five_crop=config.five_crop)
+        table = _main_first(context, lambda: cached_knn_table(_knn_path(key, train_name), len(train),
+                                                              lambda: global_descriptors(train.features)))
+        val_dataset = toy_world("val", n_val, size)
+        return StegoData(CachedPairs(train.features, train.labels, table), val, val_flipped, val_dataset,
+                         list(val_dataset.classes))
+
+    train_dataset = full_dataset(config.dataset, "train", config.resolution, config.five_crop)
+    train_name = f"{config.dataset}{'_fivecrop' if config.five_crop else ''}_res{config.resolution}"
+    val_dataset = full_dataset(config.dataset, "val", config.val_resolution)
+    val_name = f"{config.dataset}_res{config.val_resolution}"
+    def extract(dataset: Dataset, name: str, split: str, resolution: int) -> FeatureSet:
+        return cache.get_or_compute(key, dataset, name, split, resolution, backbone=backbone,
+                                    batch_size=batch_size, device=context.device)
+
+    val = _main_first(context, lambda: extract(val_dataset, val_name, "val", config.val_resolution))
+    val_flipped = _main_first(context, lambda: extract(HorizontalFlip(val_dataset), val_name + "_hflip", "val",
+                                                       config.val_resolution))
+    if online:
+        table = _main_first(context, lambda: cached_knn_table(
+            _knn_path(key, train_name), len(train_dataset),
+            lambda: torch.nn.functional.normalize(dataset_features(backbone, train_dataset, context.device, batch_size,
+                                                                   num_workers, desc="kNN descriptors"), dim=1)))
+        source: CachedPairs | OnlinePairs = OnlinePairs(train_dataset, backbone, table, num_workers)
+    else:
+        train = _main_first(context, lambda: extract(train_dataset, train_name, "train", config.resolution))
+        table = _main_first(context, lambda: cached_knn_table(_knn_path(key, train_name), len(train),
+                                                              lambda: global_descriptors(train.features)))
+        source = CachedPairs(train.features, train.labels, table)
+    return StegoData(source, val, val_flipped, val_dataset, list(val_dataset.classes))
+
+
+def eval_batches(data: StegoData, batch_size: int = 50) -> Iterator[EvalBatch]:
+    """Validation :class:`~.evaluate.EvalBatch` es: cached features, images as uint8 (for the CRF), labels."""
+    for start in range(0, len(data.val), batch_size):
+        index = range(start, min(start + batch_size, len(data.val)))
+        images = torch.stack([data.val_dataset[i]["image"] for i in index])
+        images = images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        yield EvalBatch(data.val.features[start:index.stop], data.val_flipped.features[start:index.stop], images,
+                        data.val.labels[start:index.stop].long())
+
+
+def kmeans_baseline(data: StegoData, seed: int = 0) -> dict:
+    """k-means (K = classes) on the backbone's validation features, Hungarian-matched: mIoU, accuracy."""
+    result = kmeans_segmentation(data.val.features.float(), data.val.labels.long(), data.n_classes, seed=seed)
+    return {"mIoU": result["mIoU"], "accuracy": result["accuracy"]}
+
+
+def run_experiment(config: StegoConfig, data: StegoData, out_dir: str | Path, context: DistContext | None = None,
+                   crf_workers: int | None = None, checkpoint_every: int = 500, desc: str = "STEGO") -> dict | None:
+    """Train (or resume, or reload a finished run from ``out_dir``) and evaluate ``config``.
+
+    Writes ``out_dir/checkpoint.pt``, ``out_dir/stego.pt`` and ``out_dir/result.json``. Returns the
+    evaluation (:func:`~.evaluate.evaluate_stego` keys plus ``history`` and ``train_seconds``) on process
+    0, ``None`` on the others.
+    """
+    context = context or DistContext()
+    out_dir = Path(out_dir)
+    result_path = out_dir / "result.json"
+    if result_path.is_file():
+        saved = json.loads(result_path.read_text())
+        if saved.get("config") == config.to_dict():
+            return saved if context.is_main else None
+    torch.manual_seed(config.seed)
+    model = StegoModel(data.source.in_channels, data.n_classes, config)
+    start = time.perf_counter()
+    history = train_stego(model, data.source, out_dir, context, checkpoint_every=checkpoint_every, desc=desc)
+    train_seconds = time.perf_counter() - start
+    if not context.is_main:
+        context.barrier()
+        return None
+    model.save(out_dir / "stego.pt")
+    metrics, _ = evaluate_stego(model, eval_batches(data), data.n_classes, crf=config.crf, crf_workers=crf_workers)
+    result = {**metrics, "train_seconds": train_seconds, "history": history, "config": config.to_dict()}
+    result_path.write_text(json.dumps(result))
+    context.barrier()
+    return result

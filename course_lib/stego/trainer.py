@@ -1,0 +1,184 @@
+"""STEGO's training loop: cached or on-the-fly features, one process or many (DDP), checkpoints and resume.
+
+- :func:`init_distributed` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and
+  joins the process group (NCCL on GPUs, gloo on CPUs); without torchrun it is a single process.
+- :class:`CachedPairs` serves batches from frozen features held in memory or memory-mapped (toy world,
+  small sets); :class:`OnlinePairs` loads the images and runs the frozen backbone every step (bf16
+  autocast on CUDA), for datasets whose features do not fit on disk.
+- :func:`train_stego` trains a :class:`~.model.StegoModel` for ``config.steps`` steps; process ``rank``
+  sees its share of every batch of pairs (:class:`~.data.PairBatchSampler`), the gradients are averaged
+  by DistributedDataParallel. Every ``checkpoint_every`` steps (and at the end) process 0 writes
+  ``checkpoint.pt`` atomically; an existing checkpoint of the same configuration is resumed. Randomness
+  (grids, negatives, dropout) is re-seeded from (seed, step, rank) at every step, so a resumed run
+  gives exactly the weights of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import get_device, progress, progress_disabled
+from ..models.features import run_backbone
+from .configs import StegoConfig
+from .data import PairBatchSampler, PairDataset
+from .model import StegoModel
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+LOSS_KEYS = ("self", "knn", "rand", "correlation", "linear", "cluster", "total")
+
+
+@dataclass
+class DistContext:
+    """Where this process runs: its rank among ``world_size`` processes and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def init_distributed(device: str | None = None) -> DistContext:
+    """Join torchrun's process group if there is one (NCCL on CUDA, else gloo); pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext(0, 1, get_device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = get_device(device)
+    if chosen.type == "cuda":
+        chosen = torch.device("cuda", local_rank)
+        torch.cuda.set_device(chosen)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return DistContext(rank, world_size, chosen)
+
+
+class CachedPairs:
+    """Batches of (features, partner features, labels) from cached N×C×h×w features and N×H×W labels."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, table: torch.Tensor):
+        if not len(features) == len(labels) == len(table):
+            raise ValueError(f"features ({len(features)}), labels ({len(labels)}) and kNN table ({len(table)}) "
+                             "must describe the same images")
+        self.features, self.labels, self.table = features, labels, table
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.features.shape[1])
+
+    def batches(self, sampler: PairBatchSampler, device: torch.device) -> Iterator[Batch]:
+        for pairs in sampler:
+            index, partner = torch.tensor(pairs).T
+            yield (self.features[index].to(device).float(), self.features[partner].to(device).float(),
+                   self.labels[index].to(device).long())
+
+
+class OnlinePairs:
+    """Batches computed on the fly: images (and partners' images) loaded by a DataLoader, features by the
+    frozen ``backbone`` (no gradient; bf16 autocast on CUDA, :func:`course_lib.models.features.run_backbone`)."""
+
+    def __init__(self, dataset: Dataset, backbone: nn.Module, table: torch.Tensor, num_workers: int = 0):
+        if len(dataset) != len(table):
+            raise ValueError(f"dataset ({len(dataset)}) and kNN table ({len(table)}) must describe the same images")
+        self.dataset, self.backbone, self.table, self.num_workers = dataset, backbone, table, num_workers
+        self.in_channels = int(getattr(backbone, "embed_dim"))
+
+    def batches(self, sampler: PairBatchSampler, device: torch.device) -> Iterator[Batch]:
+        loader = DataLoader(PairDataset(self.dataset), batch_sampler=sampler, num_workers=self.num_workers,
+                            pin_memory=device.type == "cuda")
+        for batch in loader:
+            yield (run_backbone(self.backbone, batch["image"], device), run_backbone(self.backbone, batch["image_pos"], device),
+                   batch["label"].to(device).long())
+
+
+def _same_run(saved: dict, config: StegoConfig) -> bool:
+    """A checkpoint resumes a run whose configuration differs at most in ``steps`` (training extended)."""
+    return all(saved.get(f.name) == getattr(config, f.name) for f in fields(config) if f.name != "steps")
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return ((seed * 1_000_003 + step) * 257 + rank) % (2 ** 63)
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    temporary = path.with_name(path.name + ".part")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: str | Path | None = None,
+                context: DistContext | None = None, checkpoint_every: int = 500, amp: bool | None = None,
+                callback: Callable[[int, dict], None] | None = None, desc: str = "STEGO") -> list[dict]:
+    """Train ``model`` for ``model.config.steps`` steps on ``source``; returns the per-step losses.
+
+    Args:
+        out_dir: where ``checkpoint.pt`` is written and resumed from (``None``: no checkpoints).
+        context: the process's rank / device (default: one process on ``model``'s device).
+        amp: bf16 autocast of the head and losses (default: on CUDA only).
+        callback: called by process 0 as ``callback(step, losses)`` after every step (e.g. a live plot).
+
+    Returns:
+        One dict of the :data:`LOSS_KEYS` losses per step (process 0's batch), resumed steps included.
+    """
+    config = model.config
+    context = context or DistContext(device=next(model.parameters()).device)
+    device = context.device
+    amp = device.type == "cuda" if amp is None else amp
+    model.to(device)
+    optimizer = model.optimizer()
+    start_step, history = 0, []
+    checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if not _same_run(state["config"], config):
+            raise ValueError(f"{checkpoint} belongs to another configuration; delete it or use another --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, history = min(state["step"], config.steps), state["history"][:config.steps]
+    sampler = PairBatchSampler(source.table, config.num_neighbors, config.batch_size, config.steps, config.seed,
+                               context.rank, context.world_size, start_step)
+    network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if context.distributed else model
+    model.train()
+    generator = torch.Generator()
+    steps = progress(source.batches(sampler, device), total=len(sampler), desc=f"training {desc}", unit="step",
+                     disable=progress_disabled() or not context.is_main)
+    step = start_step
+    for step, (features, features_pos, labels) in enumerate(steps, start=start_step + 1):
+        seed = _step_seed(config.seed, step, context.rank)
+        generator.manual_seed(seed)
+        torch.manual_seed(seed)  # dropout masks
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = network(features, features_pos, labels, generator)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        record = {key: float(losses[key].detach()) for key in LOSS_KEYS}
+        history.append(record)
+        if callback is not None and context.is_main:
+            callback(step, record)
+        if checkpoint is not None and context.is_main and (step % checkpoint_every == 0 or step == config.steps):
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            _save_atomic({"config": config.to_dict(), "step": step, "history": history,
+                          "model": model.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint)
+    model.eval()
+    context.barrier()
+    return history
