@@ -1,0 +1,164 @@
+"""SegSort's embedding networks: an image → a D-dimensional unit vector per pixel (D = 32).
+
+SegSort (Hwang et al., ICCV 2019) puts a light head on a segmentation backbone (DeepLab / PSPNet on
+a dilated ResNet-101, output stride 8) and L2-normalises its output per pixel, so that every pixel
+embedding lies on the unit hypersphere S^{D-1}.
+
+- :class:`ToyEmbeddingNet` (toy profile): a small fully convolutional network for the toy world's
+  64-128 px images, trained from scratch in minutes on a CPU: 3×3 convolutions with BatchNorm, two of
+  stride 2 (output stride 4: a 96 px image gives a 24×24 map), then two dilated convolutions (dilation
+  2 and 4) so that each embedding sees about 60×60 px of texture; about 0.27 M parameters.
+- :class:`ResNetEmbeddingNet` (full scale): torchvision's ResNet-50 / 101 with the last two stages
+  dilated (output stride 8, as in the paper) and a pyramid-pooling head (PSPNet's bins 1, 2, 3, 6) to D.
+
+Input: B×3×H×W images normalised with the ImageNet mean and std (:func:`course_lib.data.normalize`);
+:func:`embed` does that for images in [0, 1]. Output: B×D×h×w, unit length along D.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import progress
+from ..data.transforms import normalize
+from .vmf import EPS
+
+EMBEDDING_DIM = 32
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TOY_CHECKPOINT = ASSETS / "segsort_toy.pt"
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ToyEmbeddingNet(nn.Module):
+    """Small CNN for the toy world: B×3×H×W (normalised) → B×D×(H/4)×(W/4) unit embeddings."""
+
+    def __init__(self, embedding_dim: int = EMBEDDING_DIM, width: int = 96):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.output_stride = 4
+        self.features = nn.Sequential(
+            _conv_bn_relu(3, width // 3),
+            _conv_bn_relu(width // 3, width // 2, stride=2),
+            _conv_bn_relu(width // 2, 2 * width // 3),
+            _conv_bn_relu(2 * width // 3, width, stride=2),
+            _conv_bn_relu(width, width, dilation=2),
+            _conv_bn_relu(width, width, dilation=4),
+        )
+        self.head = nn.Conv2d(width, embedding_dim, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.features(images)), dim=1, eps=EPS)
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling: average-pool to b×b (b in ``bins``), 1×1 conv, upsample, concatenate."""
+
+    def __init__(self, in_channels: int, branch_channels: int, bins: tuple[int, ...] = (1, 2, 3, 6)):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, branch_channels, 1, bias=False),
+                          nn.BatchNorm2d(branch_channels), nn.ReLU(inplace=True))
+            for b in bins
+        )
+        self.out_channels = in_channels + len(bins) * branch_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False) for branch in self.branches]
+        return torch.cat([x, *pooled], 1)
+
+
+class ResNetEmbeddingNet(nn.Module):
+    """Dilated torchvision ResNet-50/101 (output stride 8) + pyramid-pooling head → B×D×(H/8)×(W/8).
+
+    ``weights`` is passed to torchvision (e.g. ``"IMAGENET1K_V1"``, downloaded on first use, as the
+    paper starts from ImageNet); ``None`` is a random initialisation.
+    """
+
+    def __init__(self, depth: int = 101, embedding_dim: int = EMBEDDING_DIM, weights: str | None = None):
+        super().__init__()
+        from torchvision.models import resnet50, resnet101
+
+        builders = {50: resnet50, 101: resnet101}
+        if depth not in builders:
+            raise ValueError(f"ResNetEmbeddingNet supports depth 50 or 101, got {depth}")
+        resnet = builders[depth](weights=weights, replace_stride_with_dilation=[False, True, True])
+        self.embedding_dim = embedding_dim
+        self.output_stride = 8
+        self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+                                      resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+        self.reduce = nn.Sequential(nn.Conv2d(2048, 512, 1, bias=False), nn.BatchNorm2d(512), nn.ReLU(inplace=True))
+        self.pyramid = PyramidPooling(512, 128)
+        self.head = nn.Sequential(_conv_bn_relu(self.pyramid.out_channels, 512), nn.Conv2d(512, embedding_dim, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.pyramid(self.reduce(self.backbone(images)))
+        return F.normalize(self.head(features), dim=1, eps=EPS)
+
+
+ARCHITECTURES = ("toy", "resnet50", "resnet101")
+
+
+def build_embedding_net(arch: str = "toy", embedding_dim: int = EMBEDDING_DIM, weights: str | None = None,
+                        seed: int | None = None) -> nn.Module:
+    """An embedding network by name (``"toy"``, ``"resnet50"``, ``"resnet101"``); ``seed`` fixes its
+    random initialisation (the "untrained network" baseline is this network at ``seed``)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown SegSort architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    if arch == "toy":
+        if weights is not None:
+            raise ValueError("the toy network has no pretrained weights; train it with python -m course_lib.segsort.train")
+        return ToyEmbeddingNet(embedding_dim)
+    return ResNetEmbeddingNet(int(arch.removeprefix("resnet")), embedding_dim, weights)
+
+
+def save_embedding_net(net: nn.Module, path: str | os.PathLike, config: dict) -> None:
+    """Save weights and the ``config`` that rebuilds the network (``arch``, ``embedding_dim``, ...)."""
+    net = getattr(net, "module", net)   # unwrap DistributedDataParallel
+    torch.save({"config": config, "state_dict": net.state_dict()}, path)
+
+
+def load_embedding_net(path: str | os.PathLike = TOY_CHECKPOINT,
+                       device: torch.device | str | None = None) -> tuple[nn.Module, dict]:
+    """Load a network saved by :func:`save_embedding_net` (default: the shipped toy checkpoint).
+    Returns the eval-mode network and its config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no SegSort checkpoint at {path}; train one with "
+                                "`python -m course_lib.segsort.train --profile toy --out DIR` (DIR/segsort.pt)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    config = saved["config"]
+    net = build_embedding_net(config["arch"], config["embedding_dim"])
+    net.load_state_dict(saved["state_dict"])
+    return net.to(device or "cpu").eval(), config
+
+
+@torch.no_grad()
+def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 32,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """Embeddings of N×3×H×W images in [0, 1] (normalised here), in eval mode, batch by batch.
+
+    Returns N×D×h×w float32 on the CPU.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected N×3×H×W images in [0, 1], got shape {tuple(images.shape)}")
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    chunks = [net(normalize(images[start:start + batch_size].to(device))).float().cpu()
+              for start in progress(range(0, len(images), batch_size), desc="embedding", unit="batch", leave=False)]
+    net.train(was_training)
+    return torch.cat(chunks)

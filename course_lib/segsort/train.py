@@ -1,0 +1,447 @@
+"""Train a SegSort embedding and measure it: ``python -m course_lib.segsort.train --profile toy --out DIR``.
+
+Toy profile (default): the toy world's ``scenes`` (1000 training, 200 validation images, 96 px), the
+small :class:`~.network.ToyEmbeddingNet` trained from scratch with the unsupervised segment-sorting loss
+on Felzenszwalb superpixels (the substitute for HED-owt-ucm, see :mod:`.priors`), random horizontal flips.
+Full scale (``--profile full``, ``--dataset voc2012``): PASCAL VOC 2012 ``train_aug`` with random scale,
+crop and flip, the dilated ResNet-101 with a pyramid-pooling head from ImageNet weights, SGD with the
+official poly schedule (lr 2e-3, momentum 0.9, weight decay 5e-4, head ×10); ``--prior hed --hed-dir D``
+reads HED-owt-ucm region PNGs (``D/<image id>.png``); ``--supervised`` trains the supervised variant
+(vMF clusters split by class, leave-one-out numerator, memory of two batches).
+
+Several processes: ``torchrun --nproc_per_node N -m course_lib.segsort.train ...`` trains with
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs; each process sees its share of every epoch, the loss
+uses the prototypes of the process's own batch); rank 0 writes the checkpoints and evaluates.
+
+Outputs in ``--out``: ``checkpoint.pt`` (after every epoch; an existing one is resumed), ``segsort.pt``
+(the trained network, :func:`~.network.load_embedding_net`), ``metrics.json``: kNN-retrieval mIoU /
+accuracy of the trained and the untrained (same seed, before training) network (``knn_mIoU``,
+``knn_untrained_mIoU``, ...), the label-free mIoU / accuracy (``label_free_mIoU``, ...), the losses per
+epoch, timings and the configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .. import config as course_config
+from ..data import ToyWorld, VOC2012, normalize
+from ..data.transforms import crop_pair, resize_pair
+from ..evaluation import UnsupervisedMetrics
+from .loss import PrototypeMemory, segment_sort_loss, supervised_segment_sort_loss
+from .network import build_embedding_net, embed, load_embedding_net, save_embedding_net
+from .priors import PRIORS, read_segment_png, superpixels
+from .retrieval import LabelFreeSegments, SegmentRetrieval, resize_ids, segment_images
+from .vmf import vmf_cluster
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved in the checkpoint and in ``metrics.json``)."""
+
+    profile: str = "toy"
+    dataset: str = "toy"                 # "toy" (ToyWorld scenes) or "voc2012"
+    arch: str = "toy"
+    weights: str | None = None           # torchvision weights of the ResNet backbones
+    embedding_dim: int = 32
+    supervised: bool = False
+    prior: str = "felzenszwalb"          # felzenszwalb | slic | hed
+    hed_dir: str | None = None
+    concentration: float = 10.0
+    grid: int = 5
+    kmeans_iterations: int = 10
+    n_banks: int = 2
+    k_nearest: int = 15
+    epochs: int = 12
+    batch_size: int = 16
+    optimizer: str = "adam"              # adam | sgd
+    lr: float = 2e-3
+    head_lr_multiplier: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    n_train: int | None = 1000
+    n_val: int | None = 200
+    size: int = 96                       # toy image size / full-scale crop size
+    eval_batch_size: int = 32
+    eval_resolution: str = "embedding"   # cluster test images at the "embedding" or the "label" resolution
+    num_workers: int = 0
+    seed: int = 0
+    data_root: str | None = None
+
+
+PROFILE_DEFAULTS = {
+    "toy": {},
+    "full": dict(dataset="voc2012", arch="resnet101", weights="IMAGENET1K_V1", prior="felzenszwalb", epochs=8,
+                 batch_size=8, optimizer="sgd", lr=2e-3, head_lr_multiplier=10.0, weight_decay=5e-4,
+                 n_train=None, n_val=None, size=336, eval_batch_size=1, eval_resolution="label", num_workers=4),
+}
+"""Per-profile defaults that differ from :class:`TrainConfig` (the toy profile is the dataclass default)."""
+
+
+FLAG_HELP = {
+    "dataset": "toy (ToyWorld scenes) or voc2012 (PASCAL VOC 2012 train_aug / val)",
+    "arch": "embedding network: toy, resnet50 or resnet101",
+    "weights": "torchvision weights of the ResNet (e.g. IMAGENET1K_V1; none = random)",
+    "embedding_dim": "D, the embedding dimension",
+    "supervised": "train the supervised variant (ground-truth classes, memory bank) instead of the unsupervised one",
+    "prior": "over-segmentation of the unsupervised loss: felzenszwalb, slic or hed (HED-owt-ucm PNGs)",
+    "hed_dir": "folder of HED-owt-ucm region PNGs <image id>.png (with --prior hed)",
+    "concentration": "kappa, the vMF concentration of the loss",
+    "grid": "n: vMF clustering starts from an n×n grid",
+    "kmeans_iterations": "vMF clustering iterations",
+    "n_banks": "memory banks (previous batches) of the supervised loss",
+    "k_nearest": "k of the kNN retrieval",
+    "epochs": "training epochs (may be raised when resuming)",
+    "batch_size": "images per batch and process",
+    "optimizer": "adam or sgd",
+    "lr": "base learning rate (poly decay, power 0.9)",
+    "head_lr_multiplier": "learning-rate factor of the last layer",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay",
+    "n_train": "training images (default: all)",
+    "n_val": "validation images (default: all)",
+    "size": "toy image size / full-scale training crop",
+    "eval_batch_size": "images per evaluation batch",
+    "eval_resolution": "cluster test images at the embedding or the label resolution",
+    "num_workers": "data-loader worker processes",
+    "seed": "random seed (also the untrained baseline's initialisation)",
+    "data_root": "dataset root (default: $COURSE_DATA)",
+}
+
+
+# ----------------------------------------------------------------------------- processes
+def distributed_setup(device: torch.device) -> tuple[int, int]:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); returns (rank, world size)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return dist.get_rank(), world_size
+
+
+def process_device(preference: str | None) -> torch.device:
+    """The device of this process (``LOCAL_RANK``'s GPU under torchrun on CUDA)."""
+    device = course_config.get_device(preference)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
+
+
+# ----------------------------------------------------------------------------- data
+def toy_split(split: str, n_images: int | None, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (N×3×H×W float) and labels (N×H×W int64) of a toy ``scenes`` split."""
+    world = ToyWorld("scenes", split, n_images=n_images, size=size, seed=seed)
+    images, labels = zip(*(world.render(i) for i in course_config.progress(range(len(world)), desc=f"toy {split}", leave=False)))
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(labels))
+
+
+class TensorSegSortDataset(Dataset):
+    """In-memory images, labels and prior segments (the toy profile), with random horizontal flips."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor):
+        self.images, self.labels, self.segments = images, labels, segments
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = {"image": self.images[index], "label": self.labels[index], "segments": self.segments[index]}
+        if float(torch.rand(())) < 0.5:
+            sample = {key: value.flip(-1) for key, value in sample.items()}
+        return sample
+
+
+class VOCSegSortDataset(Dataset):
+    """PASCAL VOC 2012 samples with their prior segments, randomly scaled, cropped and flipped together.
+
+    The short side is scaled to ``crop · s`` (s uniform in [1, 1.5]), a ``crop × crop`` window is taken at
+    random, then flipped with probability 0.5. Superpixels are computed on the crop; HED regions
+    (``prior="hed"``) are read from ``hed_dir/<id>.png`` and transformed with the image.
+    """
+
+    def __init__(self, base: Dataset, crop: int, prior: str, hed_dir: str | None = None):
+        if prior == "hed" and hed_dir is None:
+            raise ValueError("--prior hed needs --hed-dir, the folder of HED-owt-ucm region PNGs (<image id>.png)")
+        self.base, self.crop, self.prior, self.hed_dir = base, crop, prior, hed_dir
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.base[index]
+        image, label = sample["image"], sample["label"]
+        segments = None
+        if self.prior == "hed":
+            segments = torch.from_numpy(read_segment_png(Path(self.hed_dir) / f"{sample['meta']['name']}.png"))
+        height, width = image.shape[1:]
+        scale = self.crop * (1 + 0.5 * float(torch.rand(()))) / min(height, width)
+        size = (max(self.crop, round(height * scale)), max(self.crop, round(width * scale)))
+        image, label = resize_pair(image, label, size)
+        top = int(torch.randint(size[0] - self.crop + 1, ()))
+        left = int(torch.randint(size[1] - self.crop + 1, ()))
+        image, label = crop_pair(image, label, top, left, self.crop, self.crop)
+        if segments is not None:
+            _, segments = crop_pair(*resize_pair(sample["image"], segments, size), top, left, self.crop, self.crop)
+        else:
+            segments = torch.from_numpy(PRIORS[self.prior](image.permute(1, 2, 0).numpy()))
+        sample = {"image": image, "label": label, "segments": segments}
+        if float(torch.rand(())) < 0.5:
+            sample = {key: value.flip(-1) for key, value in sample.items()}
+        return sample
+
+
+def training_set(cfg: TrainConfig) -> Dataset:
+    """The training dataset of ``cfg`` (images, labels, prior segments)."""
+    if cfg.dataset == "toy":
+        images, labels = toy_split("train", cfg.n_train, cfg.size, cfg.seed)
+        segments = superpixels(images, cfg.prior) if not cfg.supervised else torch.zeros_like(labels)
+        return TensorSegSortDataset(images, labels, segments)
+    base = VOC2012(cfg.data_root, "train_aug")
+    if cfg.n_train is not None:
+        base = torch.utils.data.Subset(base, range(min(cfg.n_train, len(base))))
+    return VOCSegSortDataset(base, cfg.size, "felzenszwalb" if cfg.supervised else cfg.prior, cfg.hed_dir)
+
+
+# ----------------------------------------------------------------------------- training
+def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (toy) or SGD with momentum (full); the head's learning rate × ``head_lr_multiplier``."""
+    head = [p for name, p in net.named_parameters() if name.startswith("head")]
+    body = [p for name, p in net.named_parameters() if not name.startswith("head")]
+    groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_multiplier}]
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adam or sgd")
+
+
+def poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, power: float = 0.9) -> None:
+    """The official poly schedule: lr = lr₀ · (1 - step / total)^0.9."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * (1 - step / total_steps) ** power
+
+
+def batch_loss(net: nn.Module, batch: dict, cfg: TrainConfig, memory: PrototypeMemory, device: torch.device) -> torch.Tensor:
+    """SegSort loss of one batch: unsupervised on the prior's regions, or supervised on vMF clusters."""
+    embeddings = net(normalize(batch["image"].to(device, non_blocking=True)))
+    size = embeddings.shape[-2:]
+    shrink = lambda maps: F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    if not cfg.supervised:
+        return segment_sort_loss(embeddings, shrink(batch["segments"].to(device)), cfg.concentration)
+    labels = shrink(batch["label"].to(device))
+    clusters = vmf_cluster(embeddings.detach(), cfg.grid, cfg.kmeans_iterations, valid=labels >= 0)
+    return supervised_segment_sort_loss(embeddings, clusters, labels, cfg.concentration, memory)
+
+
+def _checkpoint_state(net, optimizer, memory, cfg, epoch, losses) -> dict:
+    return {"config": asdict(cfg), "epoch": epoch, "losses": losses, "net": getattr(net, "module", net).state_dict(),
+            "optimizer": optimizer.state_dict(), "memory": memory.state_dict(), "torch_rng": torch.get_rng_state()}
+
+
+def _without_epochs(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key != "epochs"}
+
+
+def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0, world_size: int = 1) -> tuple[nn.Module, list[float]]:
+    """Train (resuming ``out/checkpoint.pt`` when present); returns the network and the mean loss per epoch."""
+    dataset = training_set(cfg)
+    net = build_embedding_net(cfg.arch, cfg.embedding_dim, cfg.weights, seed=cfg.seed).to(device)
+    optimizer = make_optimizer(net, cfg)
+    memory = PrototypeMemory(cfg.n_banks)
+    checkpoint_path = out / "checkpoint.pt"
+    start_epoch, losses = 0, []
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if _without_epochs(state["config"]) != _without_epochs(asdict(cfg)):
+            raise ValueError(f"{checkpoint_path} was written with another configuration; use a new --out "
+                             "or delete the checkpoint to start again (only --epochs may change on resume)")
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        memory.load_state_dict(state["memory"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, losses = state["epoch"], state["losses"]
+        if rank == 0:
+            print(f"resuming from {checkpoint_path} after epoch {start_epoch}", flush=True)
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    if len(loader) == 0:
+        raise ValueError(f"{len(dataset)} training images give no batch of {cfg.batch_size} per process "
+                         f"({world_size} processes): lower --batch-size")
+    total_steps = cfg.epochs * len(loader)
+    net.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        running = []
+        bar = course_config.progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0 or course_config.progress_disabled())
+        for step, batch in enumerate(bar, start=epoch * len(loader)):
+            poly_lr(optimizer, step, total_steps)
+            loss = batch_loss(net, batch, cfg, memory, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{running[-1]:.3f}")
+        losses.append(float(np.mean(running)))
+        if rank == 0:
+            torch.save(_checkpoint_state(net, optimizer, memory, cfg, epoch + 1, losses), checkpoint_path.with_suffix(".tmp"))
+            os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
+            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}", flush=True)
+    return getattr(net, "module", net), losses
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluation_data(cfg: TrainConfig) -> tuple[Iterable, Iterable, int]:
+    """Re-iterable (images N×3×H×W, labels N×H×W) batches of the training images (the retrieval bank and
+    the label-free k-means) and of the validation images, and the number of classes. Toy: the first
+    ``n_train`` / ``n_val`` images in chunks; VOC: ``train_aug`` / ``val`` at full size, one image a batch."""
+    if cfg.dataset == "toy":
+        chunk = lambda images, labels: list(zip(images.split(200), labels.split(200)))
+        return (chunk(*toy_split("train", cfg.n_train, cfg.size, cfg.seed)),
+                chunk(*toy_split("val", cfg.n_val, cfg.size, cfg.seed)), ToyWorld("scenes").num_classes)
+
+    def loader(split: str, limit: int | None) -> DataLoader:
+        dataset = VOC2012(cfg.data_root, split)
+        if limit is not None:
+            dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+        return DataLoader(dataset, batch_size=1, num_workers=cfg.num_workers,
+                          collate_fn=lambda samples: (samples[0]["image"][None], samples[0]["label"][None]))
+
+    return loader("train_aug", cfg.n_train), loader("val", cfg.n_val), len(VOC2012.classes)
+
+
+def _cluster_size(cfg: TrainConfig, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """Where test-time clustering runs: the label (input) resolution, or the embedding's."""
+    return tuple(labels.shape[-2:]) if cfg.eval_resolution == "label" else tuple(embeddings.shape[-2:])
+
+
+@torch.no_grad()
+def evaluate_embedding(net: nn.Module, cfg: TrainConfig, train_batches: Iterable, val_batches: Iterable,
+                       n_classes: int, device: torch.device) -> dict:
+    """kNN-retrieval (identity mapping) and label-free (Hungarian) mIoU / accuracy in percent of one network."""
+    retrieval = SegmentRetrieval(n_classes, cfg.k_nearest, cfg.grid, cfg.kmeans_iterations, cfg.eval_batch_size)
+    label_free = LabelFreeSegments(n_classes, cfg.grid, cfg.kmeans_iterations, cfg.eval_batch_size, cfg.seed)
+    train_prototypes = []
+    for images, labels in course_config.progress(train_batches, desc="training prototypes", leave=False):
+        embeddings = embed(net, images, cfg.eval_batch_size, device)
+        size = _cluster_size(cfg, embeddings, labels)
+        retrieval.add(embeddings, resize_ids(labels, size))
+        train_prototypes.append(label_free.prototypes(embeddings, size))
+    label_free.fit_prototypes(torch.cat(train_prototypes))
+    knn, clusters = UnsupervisedMetrics(n_classes, hungarian=False), UnsupervisedMetrics(n_classes)
+    for images, labels in course_config.progress(val_batches, desc="validation", leave=False):
+        embeddings = embed(net, images, cfg.eval_batch_size, device)
+        for start in range(0, len(embeddings), cfg.eval_batch_size):
+            window = slice(start, start + cfg.eval_batch_size)
+            batch = segment_images(embeddings[window], _cluster_size(cfg, embeddings, labels), cfg.grid,
+                                   cfg.kmeans_iterations)
+            at_labels = lambda ids: resize_ids(ids, labels.shape[-2:])
+            knn.update(at_labels(retrieval.classify(batch.prototypes)[batch.ids]), labels[window])
+            clusters.update(at_labels(label_free.assign(batch.prototypes)[batch.ids]), labels[window])
+    return {protocol: {key: metrics.compute()[key] for key in ("mIoU", "accuracy")}
+            for protocol, metrics in (("knn", knn), ("label_free", clusters))}
+
+
+def evaluate(trained: nn.Module, cfg: TrainConfig, device: torch.device) -> dict:
+    """Scores of the trained and of the untrained network (same architecture and seed), as flat keys
+    ``knn_mIoU``, ``knn_untrained_mIoU``, ``label_free_mIoU``, ... (and ``_accuracy``)."""
+    train_batches, val_batches, n_classes = evaluation_data(cfg)
+    untrained = build_embedding_net(cfg.arch, cfg.embedding_dim, cfg.weights, seed=cfg.seed).to(device)
+    metrics = {}
+    for suffix, net in (("", trained), ("_untrained", untrained)):
+        scores = evaluate_embedding(net, cfg, train_batches, val_batches, n_classes, device)
+        for protocol, values in scores.items():
+            for name, value in values.items():
+                metrics[f"{protocol}{suffix}_{name}"] = round(value, 3)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.segsort.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=course_config.PROFILES, default=None,
+                        help="toy (default, $COURSE_PROFILE) or full: sets the defaults below")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (checkpoint, segsort.pt, metrics.json)")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: course_lib.config.get_device())")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--eval-only", action="store_true", help="skip training: evaluate the network in --out")
+    parser.add_argument("--no-eval", action="store_true", help="train only; metrics.json then holds the losses")
+    for name, value in asdict(TrainConfig()).items():
+        if name == "profile":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action="store_true", default=None, help=FLAG_HELP[name])
+        else:
+            kind = type(value) if value is not None else (int if name.startswith("n_") else str)
+            parser.add_argument(flag, type=kind, default=None, help=f"{FLAG_HELP[name]} (toy default: {value})")
+    args = parser.parse_args(argv)
+    profile = course_config.profile(args.profile)
+    values = {**PROFILE_DEFAULTS[profile], "profile": profile}
+    values.update({name: getattr(args, name) for name in asdict(TrainConfig()) if getattr(args, name, None) is not None})
+    if str(values.get("weights")).lower() == "none":
+        values["weights"] = None                     # --weights none: random initialisation
+    cfg = replace(TrainConfig(), **values)
+    if cfg.dataset not in ("toy", "voc2012"):
+        parser.error(f"--dataset must be toy or voc2012, got {cfg.dataset!r}")
+    if cfg.eval_resolution not in ("embedding", "label"):
+        parser.error(f"--eval-resolution must be embedding or label, got {cfg.eval_resolution!r}")
+    if cfg.prior not in (*PRIORS, "hed"):
+        parser.error(f"--prior must be one of {', '.join((*PRIORS, 'hed'))}, got {cfg.prior!r}")
+    return cfg, args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg, args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = process_device(args.device)
+    rank, world_size = distributed_setup(device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    course_config.seed_everything(cfg.seed + rank)
+    start = time.perf_counter()
+    if args.eval_only:
+        net, losses = load_embedding_net(args.out / "segsort.pt", device)[0], []
+    else:
+        net, losses = train(cfg, args.out, device, rank, world_size)
+    train_seconds = time.perf_counter() - start
+    metrics: dict = {}
+    if rank == 0:
+        if not args.eval_only:
+            save_embedding_net(net, args.out / "segsort.pt", {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim,
+                                                              "train_config": asdict(cfg)})
+        start = time.perf_counter()
+        metrics = {} if args.no_eval else evaluate(net.eval(), cfg, device)
+        metrics.update(train_seconds=round(train_seconds, 1), eval_seconds=round(time.perf_counter() - start, 1),
+                       losses=losses, world_size=world_size, config=asdict(cfg), command=" ".join(sys.argv))
+        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        summary = {k: v for k, v in metrics.items() if k.endswith("mIoU")}
+        print(json.dumps(summary), flush=True)
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
