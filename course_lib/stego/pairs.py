@@ -77,11 +77,12 @@ def cached_knn_table(path: str | os.PathLike, n_items: int, descriptors: Callabl
 
 def draw_positives(table: torch.Tensor, indices: torch.Tensor, num_neighbors: int = 7,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each image index, a partner drawn uniformly from ranks 1..``num_neighbors`` of its kNN row."""
-    if not 1 <= num_neighbors < table.shape[1]:
-        raise ValueError(f"num_neighbors must be in 1..{table.shape[1] - 1} for a table of {table.shape[1]} "
-                         f"columns, got {num_neighbors}")
-    ranks = torch.randint(1, num_neighbors + 1, (len(indices),), generator=generator)
+    """For each image index, a partner drawn uniformly from ranks 1..``num_neighbors`` of its kNN row
+    (fewer when the table has fewer columns, e.g. a set of under 8 images)."""
+    if table.shape[1] < 2 or num_neighbors < 1:
+        raise ValueError(f"a kNN table of {table.shape[1]} column(s) and num_neighbors={num_neighbors} leave no "
+                         "partner to draw: need at least 2 images and num_neighbors >= 1")
+    ranks = torch.randint(1, min(num_neighbors, table.shape[1] - 1) + 1, (len(indices),), generator=generator)
     return table[indices.cpu(), ranks]
 
 

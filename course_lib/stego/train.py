@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=None, help="full scale: training crop size (224)")
     parser.add_argument("--val-resolution", type=int, default=None, help="full scale: validation size (320)")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: 1 "
+                        "for the toy world, whose small tensors gain nothing from more; else torch's default)")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes (full scale)")
     parser.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: all cores)")
     parser.add_argument("--checkpoint-every", type=int, default=500)
@@ -88,9 +89,10 @@ def build_config(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
     started = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = build_config(args)
+    threads = args.threads or (1 if config.dataset == "toy" else None)
+    if threads:
+        torch.set_num_threads(threads)
     context = init_distributed(args.device)
     toy = config.dataset == "toy"
     out = Path(args.out)
