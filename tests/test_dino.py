@@ -84,3 +84,40 @@ def test_shipped_toy_backbone_loads_offline():
     assert features.shape == (2, model.embed_dim, 12, 12) and torch.isfinite(features).all()
     random = load_backbone("toy_vit", random_init=True)
     assert not torch.equal(random.pos_embed, model.pos_embed)
+
+
+def ramp_view(image, box, size=8):
+    from torchvision.transforms.v2 import functional as TF
+    top, left, h, w, flip = [int(v) for v in box]
+    crop = TF.resized_crop(image, top, left, h, w, [size, size], antialias=False)
+    return crop.flip(-1) if flip else crop
+
+
+@pytest.mark.parametrize("student_flip,teacher_flip", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_corresponding_grid_finds_the_same_image_location(student_flip, teacher_flip):
+    from course_lib.ssl.dino import corresponding_grid
+    ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    image = torch.stack([xs, ys, torch.zeros_like(xs)])  # each pixel holds its own coordinates
+    student = torch.tensor([[5.0, 30.0, 60.0, 50.0, student_flip]])
+    teacher = torch.tensor([[20.0, 10.0, 70.0, 80.0, teacher_flip]])
+    grid, valid = corresponding_grid(student, teacher, (8, 8))
+    sampled = torch.nn.functional.grid_sample(ramp_view(image, teacher[0])[None], grid, align_corners=False,
+                                              padding_mode="border")[0]
+    expected = ramp_view(image, student[0])
+    assert valid.sum() == 48  # student rows 0-1 (y < 20) lie above the teacher crop
+    inner = valid[0] & (grid[0].abs() <= 1 - 1 / 8).all(-1)  # between the teacher's outer patch centres
+    torch.testing.assert_close(sampled[:2, inner], expected[:2, inner], atol=1e-3, rtol=0)
+    # within half a teacher patch of its border the target is the border patch's (clamped)
+    assert (sampled[:2, valid[0]] - expected[:2, valid[0]]).abs().max() <= 70 / 8 / 2
+
+
+def test_dense_loss_ignores_non_overlapping_crops():
+    from course_lib.ssl.dino import DenseDINOLoss
+    loss_fn = DenseDINOLoss(out_dim=4)
+    student = [torch.randn(1, 4, 4, requires_grad=True) for _ in range(2)]
+    teacher = [torch.randn(1, 4, 4) for _ in range(2)]
+    apart = torch.tensor([[[0.0, 0.0, 20.0, 20.0, 0.0], [50.0, 50.0, 20.0, 20.0, 0.0]]])
+    loss = loss_fn(student, teacher, apart)
+    assert loss.item() == 0.0
+    same = torch.tensor([[[0.0, 0.0, 20.0, 20.0, 0.0], [0.0, 0.0, 20.0, 20.0, 0.0]]])
+    assert loss_fn(student, teacher, same).item() > 0

@@ -10,6 +10,7 @@ B×3×H×W → B×C×h×w); none normalises its input itself.
 """
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +33,14 @@ class WeightsNotFoundError(FileNotFoundError):
 def toy_vit_path() -> Path:
     """Path of the shipped toy backbone checkpoint (inside the installed package)."""
     return Path(str(resources.files("course_lib") / "assets" / TOY_VIT_ASSET))
+
+
+def backbone_cache_key(name: str) -> str:
+    """Name under which a backbone's features are cached: ``toy_vit`` carries a hash of its checkpoint,
+    so retraining the toy backbone never serves stale features."""
+    if name != "toy_vit" or not toy_vit_path().exists():
+        return name
+    return f"toy_vit-{hashlib.sha256(toy_vit_path().read_bytes()).hexdigest()[:10]}"
 
 
 class ResNetBackbone(nn.Module):

@@ -88,7 +88,7 @@ def _slug(text: str) -> str:
 class FeatureCache:
     """Disk cache of frozen-backbone features under ``root`` (default ``COURSE_CACHE/features``).
 
-    Layout: ``root/<backbone>/<dataset>/<split>/<resolution>/{features.npy, labels.npy, meta.json}``;
+    Layout: ``root/<backbone key>/<dataset>/<split>/<resolution>/{features.npy, labels.npy, meta.json}``;
     features are fp16, labels int16 (class ids < 32768), both read back memory-mapped. ``meta.json`` is
     written last, so a cut-off run is never mistaken for a finished entry.
     """
@@ -97,6 +97,9 @@ class FeatureCache:
         self.root = Path(root) if root is not None else cache_dir() / "features"
 
     def entry(self, backbone: str, dataset: str, split: str, resolution: int | str) -> Path:
+        """The entry's folder; ``toy_vit`` is keyed by its checkpoint's hash (see ``backbone_cache_key``)."""
+        from .backbones import backbone_cache_key
+        backbone = backbone_cache_key(backbone)
         return self.root / _slug(backbone) / _slug(dataset) / _slug(split) / _slug(resolution)
 
     def load(self, backbone: str, dataset: str, split: str, resolution: int | str) -> FeatureSet | None:

@@ -12,6 +12,15 @@ teacher's batch means (centering); sharpening and centering together avoid colla
 gradient descent, the teacher is an EMA of the student: θt ← λ θt + (1 - λ) θs, λ following a cosine
 schedule from ``momentum_teacher`` to 1 (eq. 2 of the paper's §3.1).
 
+**One addition for the toy backbone (``DINOConfig.dense_weight``, 0 = plain DINO).** DINO learns
+semantic patch tokens only implicitly, over hundreds of GPU-epochs; with the course's budget (minutes on
+two CPU cores) plain DINO did not get past collapse (its loss climbed back to log K). The toy backbone therefore
+adds the same self-distillation at the patch level between the two global crops: each student patch token
+predicts the centred, sharpened teacher distribution at the same image location in the other global crop
+(known from the crop boxes; non-overlapping patches contribute nothing), as in dense extensions of DINO such
+as iBOT's patch loss (without masking). Everything else is DINO: momentum teacher, centering, sharpening,
+multi-crop, the [CLS] loss.
+
 ``python -m course_lib.ssl.dino --out DIR`` trains the course's tiny toy backbone on the toy world
 (the checkpoint shipped in ``course_lib/assets/toy_vit.pt`` was made this way; see its JSON).
 """
@@ -21,6 +30,8 @@ import argparse
 import copy
 import json
 import math
+import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +55,7 @@ class DINOHead(nn.Module):
     to 1, ``norm_last_layer=True``). B×D → B×K.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 512, bottleneck_dim: int = 64):
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 256, bottleneck_dim: int = 64):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden_dim), nn.GELU(),
@@ -105,36 +116,128 @@ class DINOLoss(nn.Module):
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
 
+def random_resized_box(height: int, width: int, scale: tuple[float, float],
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """A random crop box (top, left, h, w) covering a fraction ``scale`` of the area with aspect ``ratio``
+    (the sampling of ``RandomResizedCrop``; the whole image after 10 failed tries)."""
+    for _ in range(10):
+        area = height * width * float(torch.empty(()).uniform_(*scale))
+        aspect = math.exp(float(torch.empty(()).uniform_(math.log(ratio[0]), math.log(ratio[1]))))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, ()))
+            left = int(torch.randint(0, width - w + 1, ()))
+            return top, left, h, w
+    return 0, 0, height, width
+
+
 class MultiCrop:
-    """DINO's multi-crop augmentation on one 3×H×W float image in [0, 1] → list of crops.
+    """DINO's multi-crop augmentation on one 3×H×W image → list of crops (and the global crops' boxes).
 
     Two global crops (``global_size`` px, area scale ``global_scale``) and ``n_local`` local crops
-    (``local_size`` px, area scale ``local_scale``), each flipped, colour-jittered (p 0.8), greyed (p 0.2),
-    blurred (global 1: p 1.0, global 2: p 0.1, local: p 0.5) and, for global 2, solarised (p 0.2).
+    (``local_size`` px, area scale ``local_scale``), each flipped (p 0.5), colour-jittered (p 0.8), greyed
+    (p 0.2), blurred (global 1: p 1.0, global 2: p 0.1, local: p 0.5) and, for global 2, solarised (p 0.2).
     Crops are not normalised (see :func:`course_lib.data.normalize`).
     """
 
     def __init__(self, global_size: int = 64, local_size: int = 32, n_local: int = 4,
                  global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4)):
-        colour = v2.Compose([
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-        ])
+        colour = [v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
 
         def blur(p: float) -> v2.Transform:
             return v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.0))], p=p)
 
-        self.global1 = v2.Compose([v2.RandomResizedCrop(global_size, scale=global_scale, antialias=True),
-                                   colour, blur(1.0)])
-        self.global2 = v2.Compose([v2.RandomResizedCrop(global_size, scale=global_scale, antialias=True),
-                                   colour, blur(0.1), v2.RandomSolarize(0.5, p=0.2)])
-        self.local = v2.Compose([v2.RandomResizedCrop(local_size, scale=local_scale, antialias=True),
-                                 colour, blur(0.5)])
-        self.n_local = n_local
+        self.global_styles = [v2.Compose([*colour, blur(1.0)]),
+                              v2.Compose([*colour, blur(0.1), v2.RandomSolarize(0.5, p=0.2)])]
+        self.local_style = v2.Compose([*colour, blur(0.5)])
+        self.global_size, self.local_size, self.n_local = global_size, local_size, n_local
+        self.global_scale, self.local_scale = global_scale, local_scale
+
+    def _view(self, image: torch.Tensor, size: int, scale: tuple[float, float],
+              style: v2.Transform) -> tuple[torch.Tensor, torch.Tensor]:
+        top, left, h, w = random_resized_box(image.shape[-2], image.shape[-1], scale)
+        crop = v2.functional.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+        flip = bool(torch.rand(()) < 0.5)
+        if flip:
+            crop = crop.flip(-1)
+        return style(crop), torch.tensor([top, left, h, w, float(flip)])
+
+    def with_boxes(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(crops, boxes): boxes is 2×5, (top, left, height, width, flipped) of each global crop in ``image``."""
+        views = [self._view(image, self.global_size, self.global_scale, style) for style in self.global_styles]
+        local = [self._view(image, self.local_size, self.local_scale, self.local_style)[0]
+                 for _ in range(self.n_local)]
+        return [view for view, _ in views] + local, torch.stack([box for _, box in views])
 
     def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
-        return [self.global1(image), self.global2(image)] + [self.local(image) for _ in range(self.n_local)]
+        return self.with_boxes(image)[0]
+
+
+def corresponding_grid(student_boxes: torch.Tensor, teacher_boxes: torch.Tensor,
+                       grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each patch centre of a student crop falls in the teacher crop of the same image.
+
+    Args:
+        student_boxes, teacher_boxes: B×5 (top, left, height, width, flipped) in image pixels.
+        grid: (h, w) patch grid of the student crop.
+    Returns:
+        ``grid_sample`` coordinates B×h×w×2 (x, y in [-1, 1], align_corners=False) into the teacher's patch
+        grid, and a B×h×w mask of the patches that fall inside the teacher crop.
+    """
+    h, w = grid
+    v = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+    u = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+
+    def column(boxes: torch.Tensor, k: int) -> torch.Tensor:
+        return boxes[:, k].float()[:, None, None]
+
+    u = torch.where(column(student_boxes, 4) > 0, 1 - u, u[None, None, :].expand(len(student_boxes), 1, w))
+    y_image = column(student_boxes, 0) + v[None, :, None] * column(student_boxes, 2)      # B×h×1
+    x_image = column(student_boxes, 1) + u * column(student_boxes, 3)                     # B×1×w
+    y_teacher = ((y_image - column(teacher_boxes, 0)) / column(teacher_boxes, 2)).expand(-1, h, w)
+    x_teacher = ((x_image - column(teacher_boxes, 1)) / column(teacher_boxes, 3)).expand(-1, h, w)
+    x_teacher = torch.where(column(teacher_boxes, 4) > 0, 1 - x_teacher, x_teacher)
+    valid = (x_teacher >= 0) & (x_teacher <= 1) & (y_teacher >= 0) & (y_teacher <= 1)
+    return torch.stack([2 * x_teacher - 1, 2 * y_teacher - 1], dim=-1), valid
+
+
+class DenseDINOLoss(nn.Module):
+    """Patch-level self-distillation between the two global crops (our addition to DINO, see the module doc).
+
+    Each student patch token of global crop v predicts the teacher's centred, sharpened distribution at the
+    same image location in the other global crop u (bilinearly interpolated on the teacher's patch grid);
+    patches outside the overlap contribute nothing. Its own centre, updated like DINO's.
+    """
+
+    def __init__(self, out_dim: int, teacher_temp: float = 0.04, student_temp: float = 0.1,
+                 center_momentum: float = 0.9):
+        super().__init__()
+        self.teacher_temp, self.student_temp, self.center_momentum = teacher_temp, student_temp, center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, student_patches: list[torch.Tensor], teacher_patches: list[torch.Tensor],
+                boxes: torch.Tensor, teacher_temp: float | None = None) -> torch.Tensor:
+        """student_patches / teacher_patches: per global crop, B×N×K logits on an h×w grid (N = h·w);
+        boxes: B×2×5 crop boxes. Returns the mean cross-entropy over overlapping patches."""
+        temp = self.teacher_temp if teacher_temp is None else teacher_temp
+        batch, n, k = teacher_patches[0].shape
+        side = int(math.isqrt(n))
+        total, count = student_patches[0].new_zeros(()), 0
+        for u, v in ((0, 1), (1, 0)):
+            probs = F.softmax((teacher_patches[u].detach() - self.center) / temp, dim=-1)
+            probs = probs.transpose(1, 2).reshape(batch, k, side, side)
+            grid, valid = corresponding_grid(boxes[:, v], boxes[:, u], (side, side))
+            target = F.grid_sample(probs, grid.to(probs.device), mode="bilinear", padding_mode="border",
+                                   align_corners=False)
+            target = target.flatten(2).transpose(1, 2)                                        # B×N×K
+            logp = F.log_softmax(student_patches[v] / self.student_temp, dim=-1)
+            mask = valid.flatten(1).to(logp.device)
+            total = total + (-(target * logp).sum(-1) * mask).sum()
+            count += int(mask.sum())
+        self.update_center(torch.cat(teacher_patches).flatten(0, 1))
+        return total / max(count, 1)
+
+    update_center = DINOLoss.update_center
 
 
 def cosine_schedule(start: float, end: float, step: int, total: int, warmup: int = 0,
@@ -162,8 +265,8 @@ class DINOConfig:
     n_local: int = 2
     batch_size: int = 48
     epochs: int = 20
-    lr: float = 1e-3            # peak AdamW learning rate (after warm-up)
-    min_lr: float = 1e-5
+    lr: float = 2.5e-4          # peak AdamW learning rate for a batch of 64 (scaled linearly), after warm-up
+    min_lr: float = 1e-6
     warmup_epochs: int = 2
     weight_decay: float = 0.04  # cosine to weight_decay_end (DINO: 0.04 → 0.4)
     weight_decay_end: float = 0.4
@@ -173,6 +276,7 @@ class DINOConfig:
     warmup_teacher_temp_epochs: int = 0
     student_temp: float = 0.1
     clip_grad: float = 3.0
+    dense_weight: float = 1.0   # weight of the patch-level term (0 = plain DINO)
     freeze_last_layer_epochs: int = 1
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -190,11 +294,29 @@ def render_training_images(config: DINOConfig) -> torch.Tensor:
     return torch.from_numpy((images * 255).round().astype(np.uint8)).permute(0, 3, 1, 2).contiguous()
 
 
-def _crops_batch(images: torch.Tensor, augment: MultiCrop) -> list[torch.Tensor]:
-    """B×3×H×W uint8 → one normalised B×3×s×s float tensor per crop position."""
-    per_image = [augment(image) for image in images]
-    return [normalize(torch.stack([crops[i] for crops in per_image]).float() / 255)
-            for i in range(len(per_image[0]))]
+def _crops_batch(images: torch.Tensor, augment: MultiCrop) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """B×3×H×W uint8 → (one normalised B×3×s×s float tensor per crop position, B×2×5 global boxes)."""
+    per_image = [augment.with_boxes(image) for image in images]
+    crops = [normalize(torch.stack([views[i] for views, _ in per_image]).float() / 255)
+             for i in range(len(per_image[0][0]))]
+    return crops, torch.stack([boxes for _, boxes in per_image])
+
+
+def dino_loss(student: nn.ModuleDict, teacher: nn.ModuleDict, crops: list[torch.Tensor], boxes: torch.Tensor,
+              criterion: DINOLoss, dense_criterion: DenseDINOLoss, dense_weight: float,
+              teacher_temp: float) -> torch.Tensor:
+    """DINO's [CLS] loss over all crops, plus ``dense_weight`` × the patch-level loss on the global crops."""
+    teacher_tokens = [teacher["backbone"].forward_tokens(c) for c in crops[:2]]
+    student_tokens = [student["backbone"].forward_tokens(c) for c in crops[:2]]
+    teacher_out = [teacher["head"](t[:, 0]) for t in teacher_tokens]
+    student_out = [student["head"](t[:, 0]) for t in student_tokens]
+    student_out += [student["head"](student["backbone"](c)) for c in crops[2:]]
+    loss = criterion(student_out, teacher_out, teacher_temp)
+    if dense_weight > 0:
+        dense = dense_criterion([student["head"](t[:, 1:]) for t in student_tokens],
+                                [teacher["head"](t[:, 1:]) for t in teacher_tokens], boxes, teacher_temp)
+        loss = loss + dense_weight * dense
+    return loss
 
 
 def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.device | None = None,
@@ -217,6 +339,7 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
         p.requires_grad_(False)
     student.to(device), teacher.to(device)
     criterion = DINOLoss(config.out_dim, 2, config.teacher_temp, config.student_temp).to(device)
+    dense_criterion = DenseDINOLoss(config.out_dim, config.teacher_temp, config.student_temp).to(device)
     regularised = [p for n, p in student.named_parameters() if p.ndim > 1 and "pos_embed" not in n
                    and "cls_token" not in n]
     unregularised = [p for n, p in student.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n
@@ -233,6 +356,7 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         criterion.load_state_dict(state["criterion"])
+        dense_criterion.load_state_dict(state["dense_criterion"])
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["rng"])
         print(f"resumed from {checkpoint_path.name} at epoch {start_epoch}")
@@ -251,11 +375,9 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
             teacher_temp = cosine_schedule(config.teacher_temp, config.teacher_temp, step, total_steps,
                                            config.warmup_teacher_temp_epochs * steps_per_epoch,
                                            config.warmup_teacher_temp)
-            crops = [c.to(device) for c in _crops_batch(images[order[i * config.batch_size:(i + 1) *
-                                                                      config.batch_size]], augment)]
-            teacher_out = [teacher["head"](teacher["backbone"](c)) for c in crops[:2]]
-            student_out = [student["head"](student["backbone"](c)) for c in crops]
-            loss = criterion(student_out, teacher_out, teacher_temp)
+            crops, boxes = _crops_batch(images[order[i * config.batch_size:(i + 1) * config.batch_size]], augment)
+            loss = dino_loss(student, teacher, [c.to(device) for c in crops], boxes, criterion, dense_criterion,
+                             config.dense_weight, teacher_temp)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
@@ -278,10 +400,12 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
         print(json.dumps(record), flush=True)
         torch.save({"student": student.state_dict(), "teacher": teacher.state_dict(),
                     "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
+                    "dense_criterion": dense_criterion.state_dict(),
                     "epoch": epoch, "rng": torch.get_rng_state(), "config": asdict(config)},
                    checkpoint_path.with_suffix(".tmp"))
         checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
         save_backbone(teacher["backbone"], config, out_dir / "toy_vit.pt", epoch + 1)
+        write_training_record(out_dir, config, device)
         if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
             print(f"time budget reached after epoch {epoch + 1}")
             break
@@ -295,6 +419,26 @@ def save_backbone(backbone: VisionTransformer, config: DINOConfig, path: str | P
     torch.save({"state_dict": state, "config": asdict(config), "epochs_done": epochs_done},
                Path(path).with_suffix(".tmp"))
     Path(path).with_suffix(".tmp").replace(path)
+
+
+def write_training_record(out_dir: str | Path, config: DINOConfig, device: torch.device | str) -> Path:
+    """``out_dir/toy_vit.json``: config, reproducing command, hardware and the per-epoch log so far."""
+    out_dir = Path(out_dir)
+    log = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    record = {
+        "command": f"python -m course_lib.ssl.dino --out OUT --epochs {config.epochs} "
+                   f"--n-train-images {config.n_train_images} --batch-size {config.batch_size} "
+                   f"--dense-weight {config.dense_weight}",
+        "config": asdict(config), "epochs_done": len(log),
+        "training_seconds": log[-1]["seconds"] if log else 0.0,
+        "hardware": {"device": str(device), "cpu": platform.processor() or platform.machine(),
+                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "torch": torch.__version__},
+        "log": log,
+    }
+    path = out_dir / "toy_vit.json"
+    path.write_text(json.dumps(record, indent=1))
+    return path
 
 
 def load_toy_vit(path: str | Path, random_init: bool = False) -> VisionTransformer:
@@ -314,13 +458,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=DINOConfig.epochs)
     parser.add_argument("--n-train-images", type=int, default=DINOConfig.n_train_images)
     parser.add_argument("--batch-size", type=int, default=DINOConfig.batch_size)
+    parser.add_argument("--dense-weight", type=float, default=DINOConfig.dense_weight,
+                        help="weight of the patch-level term (0 = plain DINO)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--time-budget", type=float, default=None, help="stop after the epoch past this (s)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = DINOConfig(epochs=args.epochs, n_train_images=args.n_train_images, batch_size=args.batch_size)
+    config = DINOConfig(epochs=args.epochs, n_train_images=args.n_train_images, batch_size=args.batch_size,
+                        dense_weight=args.dense_weight)
     train_dino(config, args.out, args.device, args.time_budget)
 
 
