@@ -1,7 +1,7 @@
 """STEGO (Hamilton et al., "Unsupervised Semantic Segmentation by Distilling Feature Correspondences",
 ICLR 2022), with the official code's semantics.
 
-- :mod:`.correlation`: ``tensor_correlation`` (eq. 1), spatial centering, ``correlation_loss`` (eq. 3-4),
+- :mod:`.correlation`: ``tensor_correlation`` (eq. 1), spatial centering, ``correlation_loss`` (eq. 2-4),
   random sampling grids.
 - :mod:`.pairs`: kNN partners (top-30 cached, partner from ranks 1..7), in-batch derangements.
 - :mod:`.loss`: the self / kNN / random objective of a batch (eq. 5).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .configs import StegoConfig
-from .correlation import correlation_loss, random_coordinates, sample_grid
+from .correlation import random_coordinates, sample_grid, unit, unit_grids_loss
 from .pairs import derangement
 
 
@@ -39,17 +39,22 @@ def stego_loss(signal: torch.Tensor, signal_pos: torch.Tensor, codes: torch.Tens
     device = signal.device
     anchor = random_coordinates(batch, config.feature_samples, generator, device)
     partner = random_coordinates(batch, config.feature_samples, generator, device)
-    feats, code = sample_grid(signal, anchor), sample_grid(codes, anchor)
-    feats_pos, code_pos = sample_grid(signal_pos, partner), sample_grid(codes_pos, partner)
+
+    def grids(maps: torch.Tensor, coordinates: torch.Tensor, target: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not target):
+            return unit(sample_grid(maps, coordinates).float())
+
+    feats, code = grids(signal, anchor, True), grids(codes, anchor, False)
+    feats_pos, code_pos = grids(signal_pos, partner, True), grids(codes_pos, partner, False)
     options = dict(pointwise=config.pointwise, zero_clamp=config.zero_clamp)
 
-    self_term = correlation_loss(feats, feats, code, code, config.b_self, **options)
-    knn_term = correlation_loss(feats, feats_pos, code, code_pos, config.b_knn, **options)
+    self_term = unit_grids_loss(feats, feats, code, code, config.b_self, **options)
+    knn_term = unit_grids_loss(feats, feats_pos, code, code_pos, config.b_knn, **options)
     rand_terms = []
     for _ in range(config.neg_samples):
         perm = derangement(batch, generator).to(device)
-        rand_terms.append(correlation_loss(feats, sample_grid(signal[perm], partner), code,
-                                           sample_grid(codes[perm], partner), config.b_rand, **options))
+        rand_terms.append(unit_grids_loss(feats, grids(signal[perm], partner, True), code,
+                                          grids(codes[perm], partner, False), config.b_rand, **options))
     rand_term = torch.stack(rand_terms).mean()
     total = config.lambda_self * self_term + config.lambda_knn * knn_term + config.lambda_rand * rand_term
     return {"self": self_term, "knn": knn_term, "rand": rand_term, "total": total}

@@ -126,6 +126,21 @@ def main(argv: list[str] | None = None) -> dict | None:
     return metrics
 
 
+def toy_run_dir() -> Path:
+    """Where lessons 03 and 04 keep the toy CLI run: ``COURSE_CACHE/stego/runs/<toy backbone key>``
+    (a retrained toy backbone gets a new folder)."""
+    return course_config.cache_dir() / "stego" / "runs" / backbone_cache_key("toy_vit")
+
+
+def toy_run(out: str | Path | None = None) -> dict:
+    """The ``metrics.json`` of ``python -m course_lib.stego.train --profile toy --out OUT`` (default
+    :func:`toy_run_dir`), running the CLI in this process first when it is missing ("exists → load")."""
+    out = Path(out) if out is not None else toy_run_dir()
+    if not (out / "metrics.json").is_file():
+        main(["--profile", "toy", "--out", str(out)])
+    return json.loads((out / "metrics.json").read_text())
+
+
 def _write_outputs(out: Path, metrics: dict) -> None:
     from matplotlib.figure import Figure  # no pyplot: the CLI never touches a GUI backend
 

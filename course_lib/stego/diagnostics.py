@@ -1,0 +1,76 @@
+"""Looking inside the loss (lesson 03): correspondences of self / kNN / random pairs against the labels.
+
+:func:`pair_correspondences` computes, for every image of a set and one partner per pair kind (itself,
+a kNN partner from ranks 1..7, a random other image), the correspondence of the full patch grids, and
+which entries join two patches of the same class. Applied to backbone features (spatially centred, the
+loss's target F) it shows where the shifts b cut; applied to a head's codes (S) it shows what training
+did.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .correlation import feature_correspondence
+from .pairs import derangement, draw_positives
+
+PAIR_KINDS = ("self", "knn", "rand")
+
+
+@dataclass
+class PairCorrespondences:
+    """Flat correspondence values of one pair kind and, per value, whether both patches are labelled
+    with the same class (entries touching an unlabelled or mixed patch are left out)."""
+
+    values: torch.Tensor
+    same_class: torch.Tensor
+
+    def attracted_share(self, shift: float) -> float:
+        """Share of entries above the shift b (the loss pulls their codes together)."""
+        return float((self.values > shift).float().mean())
+
+    def same_class_precision(self, shift: float) -> float:
+        """Among the entries above b, the share that join two patches of the same class (NaN if none)."""
+        above = self.values > shift
+        return float(self.same_class[above].float().mean()) if above.any() else float("nan")
+
+
+def partners(table: torch.Tensor, kind: str, num_neighbors: int = 7,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """The partner of every image for a pair kind: itself, a kNN partner, or a random other image."""
+    n = len(table)
+    if kind == "self":
+        return torch.arange(n)
+    if kind == "knn":
+        return draw_positives(table, torch.arange(n), num_neighbors, generator)
+    if kind == "rand":
+        return derangement(n, generator)
+    raise ValueError(f"unknown pair kind {kind!r}; use one of {PAIR_KINDS}")
+
+
+@torch.no_grad()
+def pair_correspondences(maps: torch.Tensor, patch_classes: torch.Tensor, table: torch.Tensor,
+                         pointwise: bool = True, seed: int = 0) -> dict[str, PairCorrespondences]:
+    """Correspondences of every image with its self / kNN / random partner, split by class agreement.
+
+    Args:
+        maps: N×C×h×w features (or codes).
+        patch_classes: N×h×w class of each patch (``-1``: unlabelled or mixed; e.g. from
+            :func:`course_lib.models.feature_correspondences.patch_labels`).
+        table: the N×k kNN table of the images.
+        pointwise: spatially centre the correspondences (as the loss does with the features).
+    """
+    if maps.shape[0] != patch_classes.shape[0] or maps.shape[2:] != patch_classes.shape[1:]:
+        raise ValueError(f"maps {tuple(maps.shape)} and patch classes {tuple(patch_classes.shape)} must be "
+                         "N×C×h×w and N×h×w")
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for kind in PAIR_KINDS:
+        other = partners(table, kind, generator=generator)
+        correlation = feature_correspondence(maps.float(), maps[other].float(), pointwise)
+        first = patch_classes[:, :, :, None, None]
+        second = patch_classes[other][:, None, None, :, :]
+        known = (first >= 0) & (second >= 0)
+        result[kind] = PairCorrespondences(correlation[known], (first == second).expand_as(known)[known])
+    return result
