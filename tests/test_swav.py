@@ -11,6 +11,15 @@ from course_lib.ssl.swav import (Prototypes, SwAVQueue, distributed_sinkhorn, fr
                                  swapped_prediction_loss, swav_codes)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny tensors only lose from threading on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def naive_sinkhorn(scores, epsilon, iterations):
     """The official SwAV code, line by line (no max subtraction), in float64."""
     q = torch.exp(scores.double() / epsilon).t()

@@ -1,0 +1,100 @@
+"""Pixel-to-pixel alignment (PASS, Gao et al. TPAMI 2022, §4.1 "pixel-to-pixel representation alignment").
+
+The two large crops a and b of an image overlap in a rectangle of the source image (when they overlap
+at all). A regular G×G grid (G = 7) spans that rectangle; each crop's last feature map, after a 1×1-conv
+projection g, is sampled at the grid points in its own coordinates (bilinear ``grid_sample``; a
+mirrored crop reads its x coordinates mirrored), so that grid point (i, j) of both crops looks at the
+same source pixel. A 1×1-conv predictor h maps one crop's samples to the other's, non-contrastively
+(SimSiam-style): with z = g(f) and p = h(z) at the grid points,
+
+    L_p2p = -½ [ cos(p_a, sg(z_b)) + cos(p_b, sg(z_a)) ],   averaged over the G² points and the pairs,
+
+sg the stop-gradient. Pairs whose crops do not overlap contribute nothing.
+Boxes are (x, y, w, h, flip) in source-image pixels (:mod:`course_lib.luss.multicrop`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _crop_coordinates(boxes: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Source-pixel coordinates xs (B×G), ys (B×G) → B×G×G×2 ``grid_sample`` grid of each crop
+    (last dim (x, y) in [-1, 1], ``align_corners=False``: -1 and 1 are the crop's outer edges)."""
+    u = (xs - boxes[:, 0:1]) / boxes[:, 2:3]
+    v = (ys - boxes[:, 1:2]) / boxes[:, 3:4]
+    u = torch.where(boxes[:, 4:5] > 0, 1 - u, u)
+    size = xs.shape[1]
+    grid = torch.stack([u[:, None, :].expand(-1, size, -1), v[:, :, None].expand(-1, -1, size)], dim=-1)
+    return 2 * grid - 1
+
+
+def overlap_grids(boxes_a: torch.Tensor, boxes_b: torch.Tensor, grid_size: int = 7
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The G×G grid spanning the overlap of crops a and b, in each crop's coordinates.
+
+    Args:
+        boxes_a, boxes_b: B×5 boxes (x, y, w, h, flip) of the two crops in source pixels.
+        grid_size: G (PASS: 7).
+    Returns:
+        grid_a, grid_b: B×G×G×2 (x, y) in [-1, 1] for ``F.grid_sample(..., align_corners=False)``;
+        grid point (i, j) of both is source point (x0 + j·(x1 - x0)/(G-1), y0 + i·(y1 - y0)/(G-1)).
+        overlap: B bool, False where the crops do not overlap (their grids are then meaningless).
+    """
+    if boxes_a.shape != boxes_b.shape or boxes_a.ndim != 2 or boxes_a.shape[1] != 5:
+        raise ValueError(f"expected two B×5 box tensors, got {tuple(boxes_a.shape)} and {tuple(boxes_b.shape)}")
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be >= 2, got {grid_size}")
+    boxes_a, boxes_b = boxes_a.float(), boxes_b.float()
+    x0 = torch.maximum(boxes_a[:, 0], boxes_b[:, 0])
+    y0 = torch.maximum(boxes_a[:, 1], boxes_b[:, 1])
+    x1 = torch.minimum(boxes_a[:, 0] + boxes_a[:, 2], boxes_b[:, 0] + boxes_b[:, 2])
+    y1 = torch.minimum(boxes_a[:, 1] + boxes_a[:, 3], boxes_b[:, 1] + boxes_b[:, 3])
+    overlap = (x1 > x0) & (y1 > y0)
+    steps = torch.linspace(0, 1, grid_size, device=boxes_a.device)
+    xs = x0[:, None] + steps * (x1 - x0)[:, None]
+    ys = y0[:, None] + steps * (y1 - y0)[:, None]
+    return _crop_coordinates(boxes_a, xs, ys), _crop_coordinates(boxes_b, xs, ys), overlap
+
+
+def sample_at(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of B×C×h×w features at a B×G×G×2 grid → B×C×G×G."""
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def pixel_to_pixel_loss(p_a: torch.Tensor, p_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                        overlap: torch.Tensor) -> torch.Tensor:
+    """Symmetric negative cosine of predictions p (B×D×G×G) against stop-gradient targets z of the
+    other crop, averaged over grid points and over the pairs that overlap (0 when none does)."""
+    cosine = (F.cosine_similarity(p_a, z_b.detach(), dim=1) + F.cosine_similarity(p_b, z_a.detach(), dim=1)) / 2
+    per_pair = -cosine.flatten(1).mean(dim=1)
+    weights = overlap.to(per_pair.dtype)
+    return (per_pair * weights).sum() / weights.sum().clamp(min=1)
+
+
+def conv_mlp(in_channels: int, hidden: int, out_channels: int, last_affine: bool = False) -> nn.Sequential:
+    """1×1-conv MLP with BN: in → hidden → hidden → out, the last BN without affine (PASS's pixel heads)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels, affine=last_affine),
+    )
+
+
+class PixelToPixelHead(nn.Module):
+    """Projection g (1×1-conv MLP C → hidden → hidden → D) and predictor h (D → D → D) of the P2P branch."""
+
+    def __init__(self, in_channels: int, hidden: int, dim: int):
+        super().__init__()
+        self.projection = conv_mlp(in_channels, hidden, dim)
+        self.predictor = nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), nn.BatchNorm2d(dim),
+                                       nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1))
+
+    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor, grid_a: torch.Tensor,
+                grid_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Last-stage features of crops a and b (B×C×h×w) and their grids → z_a, z_b, p_a, p_b (B×D×G×G)."""
+        z = sample_at(self.projection(torch.cat([features_a, features_b])), torch.cat([grid_a, grid_b]))
+        p = self.predictor(z)
+        batch = features_a.shape[0]
+        return z[:batch], z[batch:], p[:batch], p[batch:]

@@ -1,0 +1,105 @@
+"""PASS pre-training (losses, checkpoints, resume) and the LUSS command line on a handful of toy images."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib.data import ToyWorld
+from course_lib.data.label_png import read_imagenet_s_png
+from course_lib.evaluation.imagenet_s import METRIC_KEYS
+from course_lib.luss.multicrop import CropSpec
+from course_lib.luss.pipeline import apply_overrides, main, settings_for
+from course_lib.luss.pretrain import PASSModel, PretrainConfig, load_pass_model, pass_losses, pretrain
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny tensors only lose from threading on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = PretrainConfig(arch="toy_resnet", hidden_mlp=32, feat_dim=16, nmb_prototypes=6,
+                      crops=[CropSpec(32, 2, 0.3, 1.0), CropSpec(16, 2, 0.05, 0.3)], blur_sigma=(0.1, 0.5),
+                      queue_length=0, epochs=2, batch_size=4, base_lr=0.1, freeze_prototypes_niters=1, seed=0)
+
+
+def test_pass_losses_combine_swav_d2s_and_p2p():
+    torch.manual_seed(0)
+    model = PASSModel.from_config(TINY)
+    crops = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    grid = torch.rand(4, 7, 7, 2) * 2 - 1
+    outputs = model(crops, grid, grid)
+    assert len(outputs["scores"]) == 4 and outputs["scores"][0].shape == (4, 6)
+    losses = pass_losses(outputs, model.prototypes, torch.ones(4, dtype=torch.bool), TINY)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss"].item() == pytest.approx((losses["swav"] + losses["d2s"]).item() / 2 + losses["p2p"].item())
+    losses["loss"].backward()
+    assert model.shallow_head.image_mlp[0].weight.grad is not None
+    assert model.pixel_head.predictor[0].weight.grad is not None
+
+
+def test_pretrain_checkpoints_and_resumes(tmp_path):
+    images = ToyWorld("objects", "train", n_images=8, size=64)
+    pretrain(TINY, images, tmp_path, device="cpu", max_steps=1)  # interrupted in its first epoch
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 0 and len(state["history"]) == 1
+    pretrain(TINY, images, tmp_path, device="cpu")  # resumes: redoes epoch 1, then epoch 2
+    model, config, history = load_pass_model(tmp_path / "checkpoint.pt")
+    assert config == TINY and len(history) == 1 + 2 * 2 and [h["epoch"] for h in history[1:]] == [0, 0, 1, 1]
+    assert all(np.isfinite(h["loss"]) for h in history)
+    before = model.state_dict()
+    pretrain(TINY, images, tmp_path, device="cpu")  # finished: nothing more to do
+    after, _, again = load_pass_model(tmp_path / "checkpoint.pt")
+    assert len(again) == len(history) and all(torch.equal(before[k], v) for k, v in after.state_dict().items())
+
+
+def test_presets_follow_the_paper():
+    s50, s300, s919 = (settings_for(f"imagenet_s{n}") for n in (50, 300, 919))
+    assert (s50.pretrain.arch, s50.pretrain.epochs, s50.tau) == ("resnet18", 200, 0.41)
+    assert [(c.size, c.number) for c in s50.pretrain.crops] == [(224, 2), (96, 6)]
+    assert (s300.pretrain.arch, s300.pretrain.epochs, s300.tau, s919.tau) == ("resnet50", 100, 0.40, 0.37)
+    assert s50.attention.base_lr == 6.0 and s300.attention.base_lr == 0.6 and s919.finetune.num_classes == 919
+    with pytest.raises(ValueError, match="unknown setting"):
+        apply_overrides(settings_for("toy"), ["pretrain.no_such_thing=1"])
+
+
+def test_full_profile_without_data_names_the_fetch_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "nothing"))
+    assert main(["pretrain", "--dataset", "imagenet_s50", "--work-dir", str(tmp_path / "work")]) == 2
+    assert "get_imagenet_s" in capsys.readouterr().err
+
+
+TINY_PIPELINE = ["--set", "toy_images=[16,8]", "--set", "pretrain.batch_size=4", "--set", "pretrain.epochs=1",
+                 "--set", "attention.batch_size=4", "--set", "attention.epochs=1", "--set", "attention.queue_length=8",
+                 "--set", "finetune.batch_size=4", "--set", "finetune.epochs=1", "--set", "kmeans_restarts=2",
+                 "--device", "cpu"]
+
+
+def test_tiny_pipeline_end_to_end(tmp_path, capsys):
+    work = tmp_path / "work"
+    assert main(["pipeline", "--profile", "toy", "--work-dir", str(work), *TINY_PIPELINE]) == 0
+    assert "fine-tuning - pseudo-labels" in capsys.readouterr().out
+    summary = json.loads((work / "summary.json").read_text())
+    for key in ("finetuned", "pseudo_labels", "baseline_no_attention"):
+        assert set(summary[key]) == set(METRIC_KEYS)
+    tau = json.loads((work / "labels" / "tau.json").read_text())
+    assert tau["tau"] == tau["tau_sweep"] and len(tau["curve"]) == len(settings_for("toy").tau_grid)
+    gt_files = sorted((work / "data" / "validation-segmentation").glob("*/*.png"))
+    predictions = sorted((work / "predictions" / "validation").glob("*/*.png"))
+    assert len(gt_files) == len(predictions) == 8
+    assert read_imagenet_s_png(predictions[0]).shape == read_imagenet_s_png(gt_files[0]).shape
+    assert len(list((work / "labels" / "train").glob("*/*.png"))) == 16
+    # the evaluator's command line scores the written predictions exactly as the pipeline did
+    out = work / "cli.json"
+    subprocess.run([sys.executable, "-m", "course_lib.evaluation.imagenet_s", "evaluate",
+                    "--predict-dir", str(work / "predictions" / "validation"),
+                    "--gt-dir", str(work / "data" / "validation-segmentation"), "--num-classes", "10",
+                    "--match", str(work / "predictions" / "validation_match.json"), "--json", str(out)],
+                   check=True, capture_output=True)
+    assert json.loads(out.read_text())["mIoU"] == pytest.approx(summary["finetuned"]["mIoU"])
