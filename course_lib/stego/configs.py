@@ -100,7 +100,7 @@ OFFICIAL_CONFIGS: dict[tuple[str, str], StegoConfig] = {
 
 TOY_CONFIG = StegoConfig(
     "toy", "toy_vit", lambda_self=0.67, b_self=0.08, lambda_knn=0.25, b_knn=0.02, lambda_rand=0.63, b_rand=0.66,
-    code_dim=70, batch_size=16, steps=1500, five_crop=False, resolution=96, val_resolution=96,
+    code_dim=70, batch_size=16, steps=400, five_crop=False, resolution=96, val_resolution=96,
 )
 """The toy world (scenes, 96 px, toy ViT-8 → 12×12 patches)."""
 

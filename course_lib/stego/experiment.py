@@ -24,8 +24,8 @@ from ..models.features import FeatureCache, FeatureSet
 from .configs import StegoConfig
 from .data import (
     HorizontalFlip,
-    backbone_cache_key,
     dataset_features,
+    features_key,
     full_dataset,
     toy_dataset_name,
     toy_split_features,
@@ -78,7 +78,7 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
     """
     context = context or DistContext(device=next(backbone.parameters()).device)
     cache = cache or FeatureCache()
-    key = backbone_cache_key(config.backbone)
+    key = features_key(config.backbone, backbone)
     if config.dataset == "toy":
         if online:
             raise ValueError("the toy world trains on cached features; online feature extraction is for full scale")

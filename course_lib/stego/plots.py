@@ -103,3 +103,28 @@ def correspondence_histograms(values: dict[str, torch.Tensor], shifts: dict[str,
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     return ax
+
+
+def qualitative_grid(images: Sequence[np.ndarray], columns: dict[str, Sequence], class_names: Sequence[str] | None = None,
+                     panel_size: float = 1.9):
+    """One row per image: the image, then one panel per named column of class-id maps (already matched to
+    classes; negative ids are ignore). Returns the figure."""
+    from ..viz import class_palette, colorize, legend_patches
+
+    palette = class_palette(len(class_names) if class_names else 1 + max(int(np.max(m)) for maps in columns.values() for m in maps))
+    rows, names = len(images), ["image", *columns]
+    figure, axes = plt.subplots(rows, len(names), figsize=(panel_size * len(names), panel_size * rows), squeeze=False)
+    for row in range(rows):
+        axes[row, 0].imshow(images[row])
+        for column, maps in enumerate(columns.values(), start=1):
+            axes[row, column].imshow(colorize(np.asarray(maps[row]), palette), interpolation="nearest")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for column, name in enumerate(names):
+        axes[0, column].set_title(name, fontsize=10)
+    if class_names:
+        figure.legend(handles=legend_patches(class_names, palette), loc="lower center", ncol=min(len(class_names), 6),
+                      fontsize=8, frameon=False)
+        figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure

@@ -31,7 +31,7 @@ from .. import config as course_config
 from ..models.backbones import load_backbone
 from .ablations import run_ablations
 from .configs import stego_config
-from .data import backbone_cache_key
+from .data import features_key
 from .experiment import kmeans_baseline, prepare_data, run_experiment
 from .trainer import init_distributed
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "baseline_kmeans_mIoU": baseline["mIoU"], "baseline_kmeans_accuracy": baseline["accuracy"],
         "ablations": ablations, "n_classes": data.n_classes, "classes": data.classes,
         "n_train": len(data.source.table), "n_val": len(data.val), "world_size": context.world_size,
-        "backbone_key": backbone_cache_key(config.backbone), "device": str(context.device),
+        "backbone_key": features_key(config.backbone, backbone), "device": str(context.device),
         "seconds": time.perf_counter() - started, "config": config.to_dict(), "history": result["history"],
     })
     _write_outputs(out, metrics)
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def toy_run_dir() -> Path:
     """Where lessons 03 and 04 keep the toy CLI run: ``COURSE_CACHE/stego/runs/<toy backbone key>``
-    (a retrained toy backbone gets a new folder)."""
-    return course_config.cache_dir() / "stego" / "runs" / backbone_cache_key("toy_vit")
+    (:func:`~.data.features_key`: a retrained toy backbone gets a new folder)."""
+    return course_config.cache_dir() / "stego" / "runs" / features_key("toy_vit", load_backbone("toy_vit"))
 
 
 def toy_run(out: str | Path | None = None) -> dict:
