@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from .palettes import to_uint8_image
@@ -29,13 +28,6 @@ def pca_rgb(features: torch.Tensor, n_fit: int = 20_000, seed: int = 0) -> np.nd
     low, high = torch.quantile(projected[:n_fit], 0.01, dim=0), torch.quantile(projected[:n_fit], 0.99, dim=0)
     rgb = ((projected - low) / (high - low).clamp(min=1e-8)).clamp(0, 1)
     return rgb.reshape(n, height, width, 3).numpy()
-
-
-def upsample_map(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """An h×w (or N×h×w) map resized bilinearly to ``size`` for display."""
-    batch = values.float()[None, None] if values.dim() == 2 else values.float()[:, None]
-    out = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)[:, 0]
-    return out[0].numpy() if values.dim() == 2 else out.numpy()
 
 
 def show_feature_rows(images: Sequence, rows: Mapping[str, Sequence], cmap: str | None = None,
@@ -65,13 +57,11 @@ def show_feature_rows(images: Sequence, rows: Mapping[str, Sequence], cmap: str 
 def show_correlation(images: Sequence, features: Mapping[str, torch.Tensor], query_image: int,
                      query_yx: tuple[int, int], patch_size: int, size: float = 1.8) -> Figure:
     """Cosine similarity of the patch at ``query_yx`` (pixels) of ``images[query_image]`` to every patch of
-    every image, one row per feature kind (name → N×C×h×w, all on the same patch grid)."""
+    every image, one row per feature kind (name → N×C×h×w, all on the same patch grid), one square per patch."""
     from ..models.feature_correspondences import correlation_maps
 
     y, x = query_yx[0] // patch_size, query_yx[1] // patch_size
-    height, width = np.asarray(to_uint8_image(images[0])).shape[:2]
-    rows = {name: upsample_map(correlation_maps(f[query_image, :, y, x], f), (height, width))
-            for name, f in features.items()}
+    rows = {name: correlation_maps(f[query_image, :, y, x], f) for name, f in features.items()}  # one value per patch
     fig = show_feature_rows(images, rows, cmap="magma", size=size)
     for ax in fig.axes[::len(images)][:1] + [fig.axes[query_image]]:
         ax.plot(query_yx[1], query_yx[0], marker="x", color="cyan", markersize=9, mew=2.5)
