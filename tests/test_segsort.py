@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from course_lib.evaluation import UnsupervisedMetrics
+from course_lib.segsort import figures
 from course_lib.segsort import (
     LabelFreeSegments,
     PrototypeMemory,
@@ -233,7 +234,8 @@ def test_segment_retrieval_and_label_free_variant_label_two_regions():
 def test_segment_retrieval_add_counts_images_across_calls():
     embeddings, labels = two_region_embeddings(n_images=4)
     labels[1] = -1                                           # an image without labels is skipped
-    retrieval = SegmentRetrieval(n_classes=2, k=1, grid=2).add(embeddings[:2], labels[:2]).add(embeddings[2:], labels[2:])
+    retrieval = SegmentRetrieval(n_classes=2, k=1, grid=2)
+    retrieval.add(embeddings[:2], labels[:2]).add(embeddings[2:], labels[2:])
     assert sorted(set(retrieval.bank_image.tolist())) == [0, 2, 3] and retrieval.n_images == 4
     with pytest.raises(RuntimeError):
         SegmentRetrieval(2).classify(torch.ones(1, 8))
@@ -300,6 +302,28 @@ def test_resnet_network_is_dilated_to_stride_eight():
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(1, 8, 10), atol=1e-5)
     with pytest.raises(ValueError):
         build_embedding_net("resnet18")
+
+
+# ----------------------------------------------------------------------------- figures
+def test_figures_draw_and_the_explorer_switches_frames():
+    import matplotlib.pyplot as plt
+
+    image = torch.rand(3, 32, 32)
+    history = [torch.zeros(8, 8, dtype=torch.long), (torch.arange(8)[None, :] >= 4).long().expand(8, 8)]
+    drawn = figures.outlined(image, history[1])
+    assert drawn.shape == (32, 32, 3) and not np.allclose(drawn, image.permute(1, 2, 0).numpy())
+    assert np.allclose(figures.outlined(image, history[0]), image.permute(1, 2, 0).numpy())   # one segment: no edge
+    slider, picture = figures.sorting_explorer(image, history).children
+    last = picture.value
+    slider.value = 0
+    assert picture.value != last
+    masks = [(image, torch.ones(32, 32, dtype=torch.bool), 1, 0.9)]
+    for fig in (figures.plot_vmf_on_circle(), figures.plot_sorting_frames(image, history, (0, 1)),
+                figures.plot_priors(image[None], torch.zeros(1, 32, 32, dtype=torch.long), {"grid": history[1][None]}),
+                figures.plot_segment_softmax({"net": np.array([0.2, 0.8])}, own=1),
+                figures.plot_retrieval(image, torch.ones(32, 32, dtype=torch.bool), masks, ["a", "b"], predicted=1)):
+        assert fig.axes
+        plt.close(fig)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -28,6 +28,8 @@ def test_toy_run_writes_metrics_and_resumes(tmp_path, capsys):
     assert json.loads((tmp_path / "metrics.json").read_text())["knn_mIoU"] == metrics["knn_mIoU"]
     net, config = load_embedding_net(tmp_path / "segsort.pt")
     assert config["arch"] == "toy" and config["train_config"]["n_train"] == 16
+    again = main(["--out", str(tmp_path), "--eval-only", *TINY])       # deterministic evaluation
+    assert again["knn_mIoU"] == metrics["knn_mIoU"] and again["label_free_mIoU"] == metrics["label_free_mIoU"]
     capsys.readouterr()
     resumed = main(["--out", str(tmp_path), "--epochs", "2", "--no-eval", *TINY])
     assert "resuming" in capsys.readouterr().out

@@ -120,7 +120,8 @@ def build_embedding_net(arch: str = "toy", embedding_dim: int = EMBEDDING_DIM, w
         torch.manual_seed(seed)
     if arch == "toy":
         if weights is not None:
-            raise ValueError("the toy network has no pretrained weights; train it with python -m course_lib.segsort.train")
+            raise ValueError("the toy network has no pretrained weights; "
+                             "train it with python -m course_lib.segsort.train")
         return ToyEmbeddingNet(embedding_dim)
     return ResNetEmbeddingNet(int(arch.removeprefix("resnet")), embedding_dim, weights)
 

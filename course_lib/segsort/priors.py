@@ -80,7 +80,8 @@ def read_segment_png(path: str | os.PathLike) -> np.ndarray:
     """A region-id PNG (8- or 16-bit, single channel; e.g. a HED-owt-ucm result) → H×W int64 ids 0..S-1."""
     with Image.open(path) as image:
         if image.mode not in ("L", "I", "I;16", "P"):
-            raise ValueError(f"{path}: a region-id PNG must be single-channel (mode L, I or I;16), got mode {image.mode}")
+            raise ValueError(f"{path}: a region-id PNG must be single-channel (mode L, I or I;16), "
+                             f"got mode {image.mode}")
         ids = np.asarray(image).astype(np.int64)
     return np.unique(ids, return_inverse=True)[1].reshape(ids.shape)
 
@@ -112,5 +113,6 @@ def segment_purity(segments: torch.Tensor, labels: torch.Tensor) -> float:
     labelled = (segments >= 0) & (labels >= 0)
     ids, _, _ = batch_segment_ids(torch.where(labelled, segments.long(), -1))
     n_classes = int(labels.max()) + 1
-    votes = torch.bincount(ids[labelled] * n_classes + labels[labelled].long(), minlength=(int(ids.max()) + 1) * n_classes)
+    votes = torch.bincount(ids[labelled] * n_classes + labels[labelled].long(),
+                           minlength=(int(ids.max()) + 1) * n_classes)
     return (votes.reshape(-1, n_classes).max(1).values.sum() / labelled.sum()).item()

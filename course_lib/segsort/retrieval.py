@@ -48,7 +48,8 @@ class SegmentBatch:
 def _at_size(embeddings: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     if size is None or tuple(size) == tuple(embeddings.shape[-2:]):
         return embeddings
-    return F.normalize(F.interpolate(embeddings, size=tuple(size), mode="bilinear", align_corners=False), dim=1, eps=EPS)
+    upsampled = F.interpolate(embeddings, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.normalize(upsampled, dim=1, eps=EPS)
 
 
 def segment_images(embeddings: torch.Tensor, size: tuple[int, int] | None = None, grid: int = 5,
@@ -61,10 +62,10 @@ def segment_images(embeddings: torch.Tensor, size: tuple[int, int] | None = None
 
 
 def resize_ids(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of B×H×W integer maps (labels, segment or class ids) to ``size``."""
+    """Nearest-neighbour resize of B×H×W integer maps (labels, segment or class ids below 2²⁴) to ``size``."""
     if tuple(ids.shape[-2:]) == tuple(size):
         return ids
-    return F.interpolate(ids[:, None].double(), size=tuple(size), mode="nearest-exact")[:, 0].to(ids.dtype)
+    return F.interpolate(ids[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].to(ids.dtype)
 
 
 def purified_prototypes(embeddings: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,

@@ -2,7 +2,10 @@
 
 Toy profile (default): the toy world's ``scenes`` (1000 training, 200 validation images, 96 px), the
 small :class:`~.network.ToyEmbeddingNet` trained from scratch with the unsupervised segment-sorting loss
-on Felzenszwalb superpixels (the substitute for HED-owt-ucm, see :mod:`.priors`), random horizontal flips.
+on Felzenszwalb superpixels (the substitute for HED-owt-ucm, see :mod:`.priors`), Adam with the poly
+schedule, random horizontal flips and, added for the toy world, random grey images (p = 0.5): toy colours
+are random per region by design, and without it the embedding learns to tell segments apart by colour
+rather than by texture.
 Full scale (``--profile full``, ``--dataset voc2012``): PASCAL VOC 2012 ``train_aug`` with random scale,
 crop and flip, the dilated ResNet-101 with a pyramid-pooling head from ImageNet weights, SGD with the
 official poly schedule (lr 2e-3, momentum 0.9, weight decay 5e-4, head ×10); ``--prior hed --hed-dir D``
@@ -33,7 +36,6 @@ from typing import Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -50,33 +52,35 @@ from .vmf import vmf_cluster
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run (saved in the checkpoint and in ``metrics.json``)."""
+    """Everything that defines a run (saved in the checkpoint and in ``metrics.json``); the toy defaults.
+    :data:`FLAG_HELP` says what each field means."""
 
     profile: str = "toy"
-    dataset: str = "toy"                 # "toy" (ToyWorld scenes) or "voc2012"
+    dataset: str = "toy"
     arch: str = "toy"
-    weights: str | None = None           # torchvision weights of the ResNet backbones
+    weights: str | None = None
     embedding_dim: int = 32
     supervised: bool = False
-    prior: str = "felzenszwalb"          # felzenszwalb | slic | hed
+    prior: str = "felzenszwalb"
     hed_dir: str | None = None
     concentration: float = 10.0
     grid: int = 5
     kmeans_iterations: int = 10
     n_banks: int = 2
     k_nearest: int = 15
-    epochs: int = 12
+    grayscale: float = 0.5
+    epochs: int = 8
     batch_size: int = 16
-    optimizer: str = "adam"              # adam | sgd
+    optimizer: str = "adam"
     lr: float = 2e-3
     head_lr_multiplier: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     n_train: int | None = 1000
     n_val: int | None = 200
-    size: int = 96                       # toy image size / full-scale crop size
+    size: int = 96
     eval_batch_size: int = 32
-    eval_resolution: str = "embedding"   # cluster test images at the "embedding" or the "label" resolution
+    eval_resolution: str = "embedding"
     num_workers: int = 0
     seed: int = 0
     data_root: str | None = None
@@ -84,8 +88,8 @@ class TrainConfig:
 
 PROFILE_DEFAULTS = {
     "toy": {},
-    "full": dict(dataset="voc2012", arch="resnet101", weights="IMAGENET1K_V1", prior="felzenszwalb", epochs=8,
-                 batch_size=8, optimizer="sgd", lr=2e-3, head_lr_multiplier=10.0, weight_decay=5e-4,
+    "full": dict(dataset="voc2012", arch="resnet101", weights="IMAGENET1K_V1", prior="felzenszwalb", grayscale=0.0,
+                 epochs=8, batch_size=8, optimizer="sgd", lr=2e-3, head_lr_multiplier=10.0, weight_decay=5e-4,
                  n_train=None, n_val=None, size=336, eval_batch_size=1, eval_resolution="label", num_workers=4),
 }
 """Per-profile defaults that differ from :class:`TrainConfig` (the toy profile is the dataclass default)."""
@@ -104,6 +108,7 @@ FLAG_HELP = {
     "kmeans_iterations": "vMF clustering iterations",
     "n_banks": "memory banks (previous batches) of the supervised loss",
     "k_nearest": "k of the kNN retrieval",
+    "grayscale": "probability of a grey training image (toy world: colour is random, texture decides the class)",
     "epochs": "training epochs (may be raised when resuming)",
     "batch_size": "images per batch and process",
     "optimizer": "adam or sgd",
@@ -146,15 +151,17 @@ def process_device(preference: str | None) -> torch.device:
 def toy_split(split: str, n_images: int | None, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All images (N×3×H×W float) and labels (N×H×W int64) of a toy ``scenes`` split."""
     world = ToyWorld("scenes", split, n_images=n_images, size=size, seed=seed)
-    images, labels = zip(*(world.render(i) for i in course_config.progress(range(len(world)), desc=f"toy {split}", leave=False)))
+    indices = course_config.progress(range(len(world)), desc=f"toy {split}", leave=False)
+    images, labels = zip(*(world.render(i) for i in indices))
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(labels))
 
 
 class TensorSegSortDataset(Dataset):
-    """In-memory images, labels and prior segments (the toy profile), with random horizontal flips."""
+    """In-memory images, labels and prior segments (the toy profile), with random horizontal flips and,
+    with probability ``grayscale``, the image turned grey (the segments stay those of the colour image)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor):
-        self.images, self.labels, self.segments = images, labels, segments
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor, grayscale: float = 0.0):
+        self.images, self.labels, self.segments, self.grayscale = images, labels, segments, grayscale
 
     def __len__(self) -> int:
         return len(self.images)
@@ -163,6 +170,8 @@ class TensorSegSortDataset(Dataset):
         sample = {"image": self.images[index], "label": self.labels[index], "segments": self.segments[index]}
         if float(torch.rand(())) < 0.5:
             sample = {key: value.flip(-1) for key, value in sample.items()}
+        if float(torch.rand(())) < self.grayscale:
+            sample["image"] = sample["image"].mean(0, keepdim=True).expand(3, -1, -1)
         return sample
 
 
@@ -171,10 +180,11 @@ class VOCSegSortDataset(Dataset):
 
     The short side is scaled to ``crop · s`` (s uniform in [1, 1.5]), a ``crop × crop`` window is taken at
     random, then flipped with probability 0.5. Superpixels are computed on the crop; HED regions
-    (``prior="hed"``) are read from ``hed_dir/<id>.png`` and transformed with the image.
+    (``prior="hed"``) are read from ``hed_dir/<id>.png`` and transformed with the image; ``prior=None``
+    (the supervised variant) gives no segments (zeros).
     """
 
-    def __init__(self, base: Dataset, crop: int, prior: str, hed_dir: str | None = None):
+    def __init__(self, base: Dataset, crop: int, prior: str | None, hed_dir: str | None = None):
         if prior == "hed" and hed_dir is None:
             raise ValueError("--prior hed needs --hed-dir, the folder of HED-owt-ucm region PNGs (<image id>.png)")
         self.base, self.crop, self.prior, self.hed_dir = base, crop, prior, hed_dir
@@ -195,8 +205,10 @@ class VOCSegSortDataset(Dataset):
         top = int(torch.randint(size[0] - self.crop + 1, ()))
         left = int(torch.randint(size[1] - self.crop + 1, ()))
         image, label = crop_pair(image, label, top, left, self.crop, self.crop)
-        if segments is not None:
+        if self.prior == "hed":
             _, segments = crop_pair(*resize_pair(sample["image"], segments, size), top, left, self.crop, self.crop)
+        elif self.prior is None:
+            segments = torch.zeros_like(label)
         else:
             segments = torch.from_numpy(PRIORS[self.prior](image.permute(1, 2, 0).numpy()))
         sample = {"image": image, "label": label, "segments": segments}
@@ -210,11 +222,11 @@ def training_set(cfg: TrainConfig) -> Dataset:
     if cfg.dataset == "toy":
         images, labels = toy_split("train", cfg.n_train, cfg.size, cfg.seed)
         segments = superpixels(images, cfg.prior) if not cfg.supervised else torch.zeros_like(labels)
-        return TensorSegSortDataset(images, labels, segments)
+        return TensorSegSortDataset(images, labels, segments, cfg.grayscale)
     base = VOC2012(cfg.data_root, "train_aug")
     if cfg.n_train is not None:
         base = torch.utils.data.Subset(base, range(min(cfg.n_train, len(base))))
-    return VOCSegSortDataset(base, cfg.size, "felzenszwalb" if cfg.supervised else cfg.prior, cfg.hed_dir)
+    return VOCSegSortDataset(base, cfg.size, None if cfg.supervised else cfg.prior, cfg.hed_dir)
 
 
 # ----------------------------------------------------------------------------- training
@@ -238,14 +250,14 @@ def poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, power
         group["lr"] = group["initial_lr"] * (1 - step / total_steps) ** power
 
 
-def batch_loss(net: nn.Module, batch: dict, cfg: TrainConfig, memory: PrototypeMemory, device: torch.device) -> torch.Tensor:
+def batch_loss(net: nn.Module, batch: dict, cfg: TrainConfig, memory: PrototypeMemory,
+               device: torch.device) -> torch.Tensor:
     """SegSort loss of one batch: unsupervised on the prior's regions, or supervised on vMF clusters."""
     embeddings = net(normalize(batch["image"].to(device, non_blocking=True)))
     size = embeddings.shape[-2:]
-    shrink = lambda maps: F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0].long()
     if not cfg.supervised:
-        return segment_sort_loss(embeddings, shrink(batch["segments"].to(device)), cfg.concentration)
-    labels = shrink(batch["label"].to(device))
+        return segment_sort_loss(embeddings, resize_ids(batch["segments"].to(device), size), cfg.concentration)
+    labels = resize_ids(batch["label"].to(device), size)
     clusters = vmf_cluster(embeddings.detach(), cfg.grid, cfg.kmeans_iterations, valid=labels >= 0)
     return supervised_segment_sort_loss(embeddings, clusters, labels, cfg.concentration, memory)
 
@@ -259,7 +271,8 @@ def _without_epochs(config: dict) -> dict:
     return {key: value for key, value in config.items() if key != "epochs"}
 
 
-def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0, world_size: int = 1) -> tuple[nn.Module, list[float]]:
+def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
+          world_size: int = 1) -> tuple[nn.Module, list[float]]:
     """Train (resuming ``out/checkpoint.pt`` when present); returns the network and the mean loss per epoch."""
     dataset = training_set(cfg)
     net = build_embedding_net(cfg.arch, cfg.embedding_dim, cfg.weights, seed=cfg.seed).to(device)
@@ -292,7 +305,8 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0, worl
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         running = []
-        bar = course_config.progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0 or course_config.progress_disabled())
+        bar = course_config.progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                                     disable=rank != 0 or course_config.progress_disabled())
         for step, batch in enumerate(bar, start=epoch * len(loader)):
             poly_lr(optimizer, step, total_steps)
             loss = batch_loss(net, batch, cfg, memory, device)
@@ -303,8 +317,9 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0, worl
             bar.set_postfix(loss=f"{running[-1]:.3f}")
         losses.append(float(np.mean(running)))
         if rank == 0:
-            torch.save(_checkpoint_state(net, optimizer, memory, cfg, epoch + 1, losses), checkpoint_path.with_suffix(".tmp"))
-            os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
+            partial = checkpoint_path.with_suffix(".tmp")
+            torch.save(_checkpoint_state(net, optimizer, memory, cfg, epoch + 1, losses), partial)
+            os.replace(partial, checkpoint_path)                  # never a half-written checkpoint
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}", flush=True)
     return getattr(net, "module", net), losses
 
@@ -335,30 +350,37 @@ def _cluster_size(cfg: TrainConfig, embeddings: torch.Tensor, labels: torch.Tens
 
 
 @torch.no_grad()
-def evaluate_embedding(net: nn.Module, cfg: TrainConfig, train_batches: Iterable, val_batches: Iterable,
-                       n_classes: int, device: torch.device) -> dict:
-    """kNN-retrieval (identity mapping) and label-free (Hungarian) mIoU / accuracy in percent of one network."""
+def evaluate_embeddings(train_batches: Iterable, val_batches: Iterable, n_classes: int, cfg: TrainConfig) -> dict:
+    """kNN-retrieval (identity mapping) and label-free (Hungarian) mIoU / accuracy in percent.
+
+    ``train_batches`` / ``val_batches``: iterables of (embeddings N×D×h×w, labels N×H×W), each read once: the
+    training ones build the retrieval bank and the label-free k-means, the validation ones are scored."""
     retrieval = SegmentRetrieval(n_classes, cfg.k_nearest, cfg.grid, cfg.kmeans_iterations, cfg.eval_batch_size)
     label_free = LabelFreeSegments(n_classes, cfg.grid, cfg.kmeans_iterations, cfg.eval_batch_size, cfg.seed)
     train_prototypes = []
-    for images, labels in course_config.progress(train_batches, desc="training prototypes", leave=False):
-        embeddings = embed(net, images, cfg.eval_batch_size, device)
+    for embeddings, labels in course_config.progress(train_batches, desc="training prototypes", leave=False):
         size = _cluster_size(cfg, embeddings, labels)
         retrieval.add(embeddings, resize_ids(labels, size))
         train_prototypes.append(label_free.prototypes(embeddings, size))
     label_free.fit_prototypes(torch.cat(train_prototypes))
     knn, clusters = UnsupervisedMetrics(n_classes, hungarian=False), UnsupervisedMetrics(n_classes)
-    for images, labels in course_config.progress(val_batches, desc="validation", leave=False):
-        embeddings = embed(net, images, cfg.eval_batch_size, device)
+    for embeddings, labels in course_config.progress(val_batches, desc="validation", leave=False):
+        at_labels = lambda ids: resize_ids(ids, labels.shape[-2:])
         for start in range(0, len(embeddings), cfg.eval_batch_size):
             window = slice(start, start + cfg.eval_batch_size)
             batch = segment_images(embeddings[window], _cluster_size(cfg, embeddings, labels), cfg.grid,
                                    cfg.kmeans_iterations)
-            at_labels = lambda ids: resize_ids(ids, labels.shape[-2:])
             knn.update(at_labels(retrieval.classify(batch.prototypes)[batch.ids]), labels[window])
             clusters.update(at_labels(label_free.assign(batch.prototypes)[batch.ids]), labels[window])
     return {protocol: {key: metrics.compute()[key] for key in ("mIoU", "accuracy")}
             for protocol, metrics in (("knn", knn), ("label_free", clusters))}
+
+
+def evaluate_embedding(net: nn.Module, cfg: TrainConfig, train_batches: Iterable, val_batches: Iterable,
+                       n_classes: int, device: torch.device) -> dict:
+    """:func:`evaluate_embeddings` of one network on (images, labels) batches, embedded batch by batch."""
+    embedded = lambda batches: ((embed(net, images, cfg.eval_batch_size, device), labels) for images, labels in batches)
+    return evaluate_embeddings(embedded(train_batches), embedded(val_batches), n_classes, cfg)
 
 
 def evaluate(trained: nn.Module, cfg: TrainConfig, device: torch.device) -> dict:
@@ -398,7 +420,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     args = parser.parse_args(argv)
     profile = course_config.profile(args.profile)
     values = {**PROFILE_DEFAULTS[profile], "profile": profile}
-    values.update({name: getattr(args, name) for name in asdict(TrainConfig()) if getattr(args, name, None) is not None})
+    given = {name: getattr(args, name) for name in asdict(TrainConfig()) if getattr(args, name, None) is not None}
+    values.update(given)
     if str(values.get("weights")).lower() == "none":
         values["weights"] = None                     # --weights none: random initialisation
     cfg = replace(TrainConfig(), **values)
@@ -412,6 +435,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
     cfg, args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -421,7 +445,8 @@ def main(argv: list[str] | None = None) -> dict:
     course_config.seed_everything(cfg.seed + rank)
     start = time.perf_counter()
     if args.eval_only:
-        net, losses = load_embedding_net(args.out / "segsort.pt", device)[0], []
+        net, saved = load_embedding_net(args.out / "segsort.pt", device)
+        cfg, losses = replace(cfg, arch=saved["arch"], embedding_dim=saved["embedding_dim"]), []
     else:
         net, losses = train(cfg, args.out, device, rank, world_size)
     train_seconds = time.perf_counter() - start
@@ -433,7 +458,8 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         metrics = {} if args.no_eval else evaluate(net.eval(), cfg, device)
         metrics.update(train_seconds=round(train_seconds, 1), eval_seconds=round(time.perf_counter() - start, 1),
-                       losses=losses, world_size=world_size, config=asdict(cfg), command=" ".join(sys.argv))
+                       losses=losses, world_size=world_size, config=asdict(cfg),
+                       command=" ".join(["python -m course_lib.segsort.train", *argv]))
         (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         summary = {k: v for k, v in metrics.items() if k.endswith("mIoU")}
         print(json.dumps(summary), flush=True)
