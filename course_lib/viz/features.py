@@ -90,5 +90,8 @@ def correlation_explorer(images: Sequence, features: Mapping[str, torch.Tensor],
 
     for slider in (image_slider, y_slider, x_slider):
         slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([image_slider, y_slider, x_slider]), output])
+    # The first figure is drawn on the first slider move, not here: headless runs (nbclient without widget
+    # state) fail on output sent to an Output widget while the cell executes. The lesson shows the same view
+    # as a static figure beside the explorer.
+    hint = widgets.Label("Move a slider to draw the correlation maps for that query.")
+    return widgets.VBox([widgets.HBox([image_slider, y_slider, x_slider]), hint, output])
