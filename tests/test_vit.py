@@ -155,3 +155,11 @@ def test_unknown_backbone():
 def test_resnets_give_stride_32_features(name):
     model = load_backbone(name)
     assert model.patch_features(torch.zeros(1, 3, 64, 96)).shape[-2:] == (2, 3)
+
+
+def test_conv_stem_gives_the_patchify_grid():
+    model = VisionTransformer(8, 32, 1, 2, img_size=32, conv_stem=True).eval()
+    for size in [(32, 32), (40, 56), (45, 61)]:
+        assert model.patch_features(torch.zeros(1, 3, *size)).shape == (1, 32, size[0] // 8, size[1] // 8)
+    with pytest.raises(ValueError, match="power-of-two"):
+        VisionTransformer(12, 32, 1, 2, conv_stem=True)

@@ -34,6 +34,34 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class ConvPatchEmbed(nn.Module):
+    """Convolutional stem (Xiao et al., "Early Convolutions Help Transformers See Better", NeurIPS 2021):
+    log2(P) stride-2 3×3 convolutions with BatchNorm and ReLU, then a 1×1 projection: B×3×H×W → B×(h·w)×D.
+
+    An option for small backbones trained from scratch (the toy ViT); the official DINO models use
+    :class:`PatchEmbed`.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__()
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"a convolutional stem needs a power-of-two patch size, got {patch_size}")
+        self.patch_size = patch_size
+        layers, channels = [], in_chans
+        for i in range(int(math.log2(patch_size))):
+            width = max(embed_dim // 2 ** (int(math.log2(patch_size)) - 1 - i), 16)
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            channels = width
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(channels, embed_dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        features = self.proj(self.stem(x))[..., :height, :width]  # the same grid as a P×P patchify
+        return features.flatten(2).transpose(1, 2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (DINO's ``attn.qkv`` / ``attn.proj``)."""
 
@@ -96,6 +124,7 @@ class VisionTransformer(nn.Module):
 
     ViT-S: embed_dim 384, depth 12, 6 heads; ViT-B: 768, 12, 12 (patch 8 or 16). ``img_size`` sets the
     number of learned position embeddings ((img_size / P)² + 1; 224 for the official weights).
+    ``conv_stem=True`` replaces the patchify projection by a small convolutional stem (toy backbone option).
 
     - ``forward(x)`` → B×D, the final-normed [CLS] token (what DINO's projection head receives).
     - ``patch_features(x)`` → B×D×h×w, the last block's patch tokens after the final norm.
@@ -103,11 +132,11 @@ class VisionTransformer(nn.Module):
     """
 
     def __init__(self, patch_size: int = 16, embed_dim: int = 384, depth: int = 12, num_heads: int = 6,
-                 img_size: int = 224, mlp_ratio: float = 4.0):
+                 img_size: int = 224, mlp_ratio: float = 4.0, conv_stem: bool = False):
         super().__init__()
         self.patch_size, self.embed_dim, self.depth, self.num_heads = patch_size, embed_dim, depth, num_heads
         self.img_size = img_size
-        self.patch_embed = PatchEmbed(patch_size, embed_dim)
+        self.patch_embed = (ConvPatchEmbed if conv_stem else PatchEmbed)(patch_size, embed_dim)
         grid = img_size // patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed_dim))

@@ -264,6 +264,7 @@ class DINOConfig:
     depth: int = 4
     num_heads: int = 4
     img_size: int = 64          # position-embedding grid = global crop size / patch size
+    conv_stem: bool = False     # convolutional stem instead of the patchify projection
     out_dim: int = 256          # K
     n_train_images: int = 2000  # toy-world scenes (train split), rendered at image_size
     image_size: int = 96
@@ -297,7 +298,7 @@ class DINOConfig:
 
 def build_vit(config: DINOConfig) -> VisionTransformer:
     return VisionTransformer(config.patch_size, config.embed_dim, config.depth, config.num_heads,
-                             img_size=config.img_size)
+                             img_size=config.img_size, conv_stem=config.conv_stem)
 
 
 def render_training_images(config: DINOConfig) -> torch.Tensor:
@@ -442,7 +443,7 @@ def write_training_record(out_dir: str | Path, config: DINOConfig, device: torch
     record = {
         "command": f"python -m course_lib.ssl.dino --out OUT --epochs {config.epochs} "
                    f"--n-train-images {config.n_train_images} --batch-size {config.batch_size} "
-                   f"--dense-weight {config.dense_weight}",
+                   f"--dense-weight {config.dense_weight}" + (" --conv-stem" if config.conv_stem else ""),
         "config": asdict(config), "epochs_done": len(log),
         "training_seconds": log[-1]["seconds"] if log else 0.0,
         "hardware": {"device": str(device), "cpu": platform.processor() or platform.machine(),
@@ -474,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=DINOConfig.batch_size)
     parser.add_argument("--dense-weight", type=float, default=DINOConfig.dense_weight,
                         help="weight of the patch-level term (0 = plain DINO)")
+    parser.add_argument("--conv-stem", action="store_true", help="convolutional stem instead of patchify")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--time-budget", type=float, default=None, help="stop after the epoch past this (s)")
@@ -481,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = DINOConfig(epochs=args.epochs, n_train_images=args.n_train_images, batch_size=args.batch_size,
-                        dense_weight=args.dense_weight)
+                        dense_weight=args.dense_weight, conv_stem=args.conv_stem)
     train_dino(config, args.out, args.device, args.time_budget)
 
 
