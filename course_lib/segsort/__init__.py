@@ -10,6 +10,7 @@ training segments. Lesson 07 teaches it.
 - :mod:`.loss`: the unsupervised and supervised segment-sorting losses, the prototype memory.
 - :mod:`.retrieval`: kNN retrieval over purified training prototypes; the label-free variant.
 - :mod:`.train`: ``python -m course_lib.segsort.train --profile toy --out DIR`` (import it from the submodule).
+- :mod:`.figures`: the figures of lesson 07 and its pixel-sorting slider (import it from the submodule).
 """
 from .loss import (
     CONCENTRATION,
