@@ -158,3 +158,13 @@ def test_cli_full_scale_path_trains_on_the_fly_on_a_fake_cocostuff(tmp_path, mon
     assert metrics["n_classes"] == 27 and metrics["config"]["b_rand"] == 0.66 and metrics["ablations"] is None
     assert 0 <= metrics["cluster_mIoU"] <= 100 and 0 <= metrics["baseline_kmeans_mIoU"] <= 100
     assert (tmp_path / "cache" / "stego" / "knn").is_dir()
+
+
+def test_full_dataset_reads_the_prepared_five_crops(tmp_path):
+    from course_lib.data import prepare_five_crop
+    from course_lib.stego.data import full_dataset
+
+    make_cocostuff(tmp_path, split="train", n_images=2, size=(24, 32))
+    prepare_five_crop("cocostuff27", "train", root=tmp_path)
+    crops = full_dataset("cocostuff27", "train", 16, five_crop=True, root=tmp_path)
+    assert len(crops) == 10 and crops[3]["image"].shape == (3, 16, 16) and crops[3]["label"].shape == (16, 16)

@@ -48,12 +48,15 @@ class FiveCrops(Dataset):
 
     def __init__(self, dataset: Dataset, ratio: float = 0.5):
         self.dataset, self.ratio = dataset, ratio
+        self._last: tuple[int, dict] | None = None  # the five crops of an image are usually read in a row
 
     def __len__(self) -> int:
         return 5 * len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.dataset[index // 5]
+        if self._last is None or self._last[0] != index // 5:
+            self._last = (index // 5, self.dataset[index // 5])
+        sample = self._last[1]
         image, label = five_crop(sample["image"], sample["label"], self.ratio)[index % 5]
         image, label = resize_pair(image, label, tuple(sample["image"].shape[1:]))
         return {"image": image, "label": label}

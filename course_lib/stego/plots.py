@@ -74,12 +74,13 @@ def show_correspondence(correlation: torch.Tensor, anchor: tuple[int, int], imag
         _, axes = plt.subplots(1, 2, figsize=(6, 3))
     h, w = correlation.shape[:2]
     i, j = anchor
-    axes[0].imshow(image_a)
+    axes[0].imshow(image_a, interpolation="nearest")
     cell_h, cell_w = image_a.shape[0] / h, image_a.shape[1] / w
     axes[0].add_patch(plt.Rectangle((j * cell_w, i * cell_h), cell_w, cell_h, fill=False, ec="red", lw=2))
     axes[0].set_title("anchor")
-    axes[1].imshow(image_b)
+    axes[1].imshow(image_b, interpolation="nearest")
     shown = axes[1].imshow(correlation[i, j].cpu().numpy(), cmap="RdBu_r", vmin=vmin, vmax=vmax, alpha=0.65,
+                           interpolation="nearest",
                            extent=(-0.5, image_b.shape[1] - 0.5, image_b.shape[0] - 0.5, -0.5))
     axes[1].set_title(title)
     for ax in axes:
@@ -115,7 +116,7 @@ def qualitative_grid(images: Sequence[np.ndarray], columns: dict[str, Sequence],
     rows, names = len(images), ["image", *columns]
     figure, axes = plt.subplots(rows, len(names), figsize=(panel_size * len(names), panel_size * rows), squeeze=False)
     for row in range(rows):
-        axes[row, 0].imshow(images[row])
+        axes[row, 0].imshow(images[row], interpolation="nearest")
         for column, maps in enumerate(columns.values(), start=1):
             axes[row, column].imshow(colorize(np.asarray(maps[row]), palette), interpolation="nearest")
     for ax in axes.flat:
