@@ -15,7 +15,8 @@ algorithm (:class:`course_lib.evaluation.UnsupervisedMetrics`), as STEGO's clust
 
 The official inference upsamples the embeddings bilinearly to the input resolution before clustering
 (``size`` = the label size here); clustering at the embedding resolution and resizing the ids
-(:func:`resize_ids`) is much cheaper and, on the toy world, scores the same. All steps run on batches.
+(:func:`resize_ids`) is much cheaper and scored within 0.2 mIoU of it in a toy-world check. All steps run
+on batches.
 """
 from __future__ import annotations
 

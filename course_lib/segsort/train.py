@@ -4,8 +4,8 @@ Toy profile (default): the toy world's ``scenes`` (1000 training, 200 validation
 small :class:`~.network.ToyEmbeddingNet` trained from scratch with the unsupervised segment-sorting loss
 on Felzenszwalb superpixels (the substitute for HED-owt-ucm, see :mod:`.priors`), Adam with the poly
 schedule, random horizontal flips and, added for the toy world, random grey images (p = 0.5): toy colours
-are random per region by design, and without it the embedding learns to tell segments apart by colour
-rather than by texture.
+are random per region by design, and without it the embedding tells segments apart by colour more than by
+texture (measured, 8 epochs: kNN mIoU 28.1 with grey images, 18.7 without; label-free 10.6 and 10.7).
 Full scale (``--profile full``, ``--dataset voc2012``): PASCAL VOC 2012 ``train_aug`` with random scale,
 crop and flip, the dilated ResNet-101 with a pyramid-pooling head from ImageNet weights, SGD with the
 official poly schedule (lr 2e-3, momentum 0.9, weight decay 5e-4, head ×10); ``--prior hed --hed-dir D``
@@ -461,8 +461,8 @@ def main(argv: list[str] | None = None) -> dict:
                        losses=losses, world_size=world_size, config=asdict(cfg),
                        command=" ".join(["python -m course_lib.segsort.train", *argv]))
         (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        summary = {k: v for k, v in metrics.items() if k.endswith("mIoU")}
-        print(json.dumps(summary), flush=True)
+        if not args.no_eval:
+            print(json.dumps({k: v for k, v in metrics.items() if k.endswith("mIoU")}), flush=True)
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
