@@ -92,7 +92,7 @@ def test_a_gradient_step_lowers_the_correlation_loss_of_the_batch():
 
 def test_the_probes_learn_alongside_the_head():
     source = synthetic_pairs(n=32)
-    model = StegoModel(8, 3, stego_config("toy", batch_size=8, steps=40, code_dim=6, lr=5e-3))
+    model = StegoModel(8, 3, stego_config("toy", batch_size=8, steps=40, code_dim=6, lr=0.0))  # head frozen
     history = train_stego(model, source)
     for key in ("linear", "cluster"):
         assert sum(h[key] for h in history[-10:]) < sum(h[key] for h in history[:10])
@@ -168,3 +168,21 @@ def test_full_dataset_reads_the_prepared_five_crops(tmp_path):
     prepare_five_crop("cocostuff27", "train", root=tmp_path)
     crops = full_dataset("cocostuff27", "train", 16, five_crop=True, root=tmp_path)
     assert len(crops) == 10 and crops[3]["image"].shape == (3, 16, 16) and crops[3]["label"].shape == (16, 16)
+
+
+def test_calibrated_shifts_attract_the_requested_shares():
+    from course_lib.stego.correlation import feature_correspondence
+    from course_lib.stego.diagnostics import calibrate_shifts
+
+    source = synthetic_pairs(n=24)
+    config = calibrate_shifts(stego_config("toy", attracted_shares=(0.3, 0.2, 0.05)), source.features, source.table)
+    assert config.attracted_shares == (0.3, 0.2, 0.05)
+    self_values = feature_correspondence(source.features, source.features)
+    assert abs(float((self_values > config.b_self).float().mean()) - 0.3) < 0.02
+    more = calibrate_shifts(stego_config("toy", attracted_shares=(0.5, 0.5, 0.5)), source.features, source.table)
+    fewer = calibrate_shifts(stego_config("toy", attracted_shares=(0.1, 0.1, 0.1)), source.features, source.table)
+    assert fewer.b_self > more.b_self and fewer.b_knn > more.b_knn and fewer.b_rand > more.b_rand
+    assert calibrate_shifts(stego_config("toy", attracted_shares=None), source.features, source.table).b_self \
+        == stego_config("toy").b_self
+    with pytest.raises(ValueError, match="attracted_shares"):
+        stego_config("toy", attracted_shares=(0.3, 1.2, 0.1))

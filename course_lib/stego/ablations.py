@@ -4,7 +4,7 @@ Rows (the paper's Table 3 ingredients that the toy world can test): the full met
 on the code correspondence; without spatial centering of the feature correspondence; without the kNN
 term (λ_knn = 0); without the CRF (same model, evaluated without it); five-crop switched (on if the
 configuration trains without, off otherwise); and the k-means-on-features baseline for reference.
-Every training row uses the same data, seed and number of steps as the full method.
+Every training row uses the same data, seed, number of steps and shifts b as the full method.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from .configs import StegoConfig
+from .diagnostics import calibrate_shifts
 from .experiment import StegoData, prepare_data, run_experiment
 from .trainer import DistContext
 
@@ -49,6 +50,8 @@ def run_ablations(config: StegoConfig, data: StegoData, full_result: dict | None
     """
     context = context or DistContext()
     out_dir = Path(out_dir)
+    if config.attracted_shares is not None:  # every row keeps the full method's shifts: one change at a time
+        config = replace(calibrate_shifts(config, data.source.features, data.source.table), attracted_shares=None)
     results = {}
     for name, change in RETRAINED.items():
         results[name] = run_experiment(replace(config, **change), data, out_dir / _slug(name), context,

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dataclasses import replace
+
 import torch
 
+from .configs import StegoConfig
 from .correlation import feature_correspondence
 from .pairs import derangement, draw_positives
 
@@ -50,17 +53,23 @@ def partners(table: torch.Tensor, kind: str, num_neighbors: int = 7,
 
 
 @torch.no_grad()
-def pair_correspondences(maps: torch.Tensor, patch_classes: torch.Tensor, table: torch.Tensor,
+def pair_correspondences(maps: torch.Tensor, patch_classes: torch.Tensor | None, table: torch.Tensor,
                          pointwise: bool = True, seed: int = 0) -> dict[str, PairCorrespondences]:
     """Correspondences of every image with its self / kNN / random partner, split by class agreement.
 
     Args:
         maps: N×C×h×w features (or codes).
         patch_classes: N×h×w class of each patch (``-1``: unlabelled or mixed; e.g. from
-            :func:`course_lib.models.feature_correspondences.patch_labels`).
+            :func:`course_lib.models.feature_correspondences.patch_labels`); ``None`` for unlabelled
+            images (every entry kept, ``same_class`` all False).
         table: the N×k kNN table of the images.
         pointwise: spatially centre the correspondences (as the loss does with the features).
     """
+    if patch_classes is None:
+        patch_classes = torch.zeros(maps.shape[0], *maps.shape[2:], dtype=torch.long)
+        unlabelled = True
+    else:
+        unlabelled = False
     if maps.shape[0] != patch_classes.shape[0] or maps.shape[2:] != patch_classes.shape[1:]:
         raise ValueError(f"maps {tuple(maps.shape)} and patch classes {tuple(patch_classes.shape)} must be "
                          "N×C×h×w and N×h×w")
@@ -72,5 +81,46 @@ def pair_correspondences(maps: torch.Tensor, patch_classes: torch.Tensor, table:
         first = patch_classes[:, :, :, None, None]
         second = patch_classes[other][:, None, None, :, :]
         known = (first >= 0) & (second >= 0)
-        result[kind] = PairCorrespondences(correlation[known], (first == second).expand_as(known)[known])
+        same = (first == second).expand_as(known) & (not unlabelled)
+        result[kind] = PairCorrespondences(correlation[known], same[known])
     return result
+
+
+def shifts_for_shares(pairs: dict[str, PairCorrespondences], shares: dict[str, float]) -> dict[str, float]:
+    """The shift b of each pair kind that attracts the given share of its entries (the (1 − share)-quantile
+    of its correspondences): a way to place b on a new backbone's correspondence distribution."""
+    result = {}
+    for kind, share in shares.items():
+        if not 0 < share < 1:
+            raise ValueError(f"the attracted share of {kind} pairs must be in (0, 1), got {share}")
+        values = pairs[kind].values.float()
+        sample = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+        result[kind] = float(torch.quantile(sample, 1 - share))
+    return result
+
+
+@torch.no_grad()
+def calibrate_shifts(config: StegoConfig, features: torch.Tensor, table: torch.Tensor, n_images: int = 256,
+                     seed: int = 0) -> StegoConfig:
+    """``config`` with b_self, b_knn, b_rand set from its ``attracted_shares`` (unchanged if those are None).
+
+    For the first ``n_images`` training images (N×C×h×w ``features``, kNN ``table`` over all N), the
+    (spatially centred when ``config.pointwise``) correspondences with themselves, with a kNN partner and
+    with a random other image are computed; each b is the quantile of its kind that leaves the given share
+    of entries above it. Deterministic for a given seed.
+    """
+    if config.attracted_shares is None:
+        return config
+    n = min(n_images, len(features))
+    if n < 2:
+        raise ValueError("calibrating the shifts needs at least 2 training images")
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.arange(n)
+    partner_of = {"self": index, "knn": draw_positives(table, index, config.num_neighbors, generator),
+                  "rand": index[derangement(n, generator)]}
+    own = features[index].float()
+    pairs = {kind: PairCorrespondences(feature_correspondence(own, features[other].float(), config.pointwise).flatten(),
+                                       torch.zeros(0, dtype=torch.bool))
+             for kind, other in partner_of.items()}
+    shifts = shifts_for_shares(pairs, dict(zip(PAIR_KINDS, config.attracted_shares)))
+    return replace(config, b_self=shifts["self"], b_knn=shifts["knn"], b_rand=shifts["rand"])

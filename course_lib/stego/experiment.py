@@ -31,6 +31,7 @@ from .data import (
     toy_split_features,
     toy_world,
 )
+from .diagnostics import calibrate_shifts
 from .evaluate import EvalBatch, evaluate_stego
 from .model import StegoModel
 from .pairs import cached_knn_table, global_descriptors
@@ -140,11 +141,18 @@ def run_experiment(config: StegoConfig, data: StegoData, out_dir: str | Path, co
                    crf_workers: int | None = None, checkpoint_every: int = 500, desc: str = "STEGO") -> dict | None:
     """Train (or resume, or reload a finished run from ``out_dir``) and evaluate ``config``.
 
+    A config with ``attracted_shares`` first gets its shifts from the training features
+    (:func:`~.diagnostics.calibrate_shifts`); the result's ``config`` holds the values used.
+
     Writes ``out_dir/checkpoint.pt``, ``out_dir/stego.pt`` and ``out_dir/result.json``. Returns the
     evaluation (:func:`~.evaluate.evaluate_stego` keys plus ``history`` and ``train_seconds``) on process
     0, ``None`` on the others.
     """
     context = context or DistContext()
+    if config.attracted_shares is not None:
+        if not isinstance(data.source, CachedPairs):
+            raise ValueError("attracted_shares calibrates the shifts on cached features; give b values instead")
+        config = calibrate_shifts(config, data.source.features, data.source.table)
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
     if result_path.is_file():

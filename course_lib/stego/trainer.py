@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -111,7 +111,7 @@ class OnlinePairs:
 
 def _same_run(saved: dict, config: StegoConfig) -> bool:
     """A checkpoint resumes a run whose configuration differs at most in ``steps`` (training extended)."""
-    return all(saved.get(f.name) == getattr(config, f.name) for f in fields(config) if f.name != "steps")
+    return all(saved.get(name) == value for name, value in config.to_dict().items() if name != "steps")
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
