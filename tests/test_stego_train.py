@@ -92,7 +92,8 @@ def test_a_gradient_step_lowers_the_correlation_loss_of_the_batch():
 
 def test_the_probes_learn_alongside_the_head():
     source = synthetic_pairs(n=32)
-    model = StegoModel(8, 3, stego_config("toy", batch_size=8, steps=40, code_dim=6, lr=0.0))  # head frozen
+    model = StegoModel(8, 3, stego_config("toy", batch_size=8, steps=40, code_dim=6, lr=0.0,  # head frozen
+                                          cluster_init="random"))
     history = train_stego(model, source)
     for key in ("linear", "cluster"):
         assert sum(h[key] for h in history[-10:]) < sum(h[key] for h in history[:10])
@@ -186,3 +187,16 @@ def test_calibrated_shifts_attract_the_requested_shares():
         == stego_config("toy").b_self
     with pytest.raises(ValueError, match="attracted_shares"):
         stego_config("toy", attracted_shares=(0.3, 1.2, 0.1))
+
+
+def test_kmeans_plus_plus_seeding_puts_every_cluster_probe_centre_on_a_code():
+    from course_lib.stego.trainer import seed_cluster_probe
+
+    source = synthetic_pairs(n=8)
+    model = StegoModel(8, 3, stego_config("toy", code_dim=6))
+    seed_cluster_probe(model, source.features, seed=0)
+    codes = torch.nn.functional.normalize(model.head(source.features), dim=1).permute(0, 2, 3, 1).reshape(-1, 6)
+    centres = torch.nn.functional.normalize(model.cluster_probe.clusters, dim=1)
+    assert ((centres @ codes.T).max(1).values > 1 - 1e-5).all()  # each centre is one of the codes
+    similarity = centres @ centres.T
+    assert (similarity - torch.eye(3)).max() < 1 - 1e-4  # three distinct centres

@@ -18,7 +18,7 @@ cityscapes27, ViT-B/8      1.00     0.458   0.577   0.175   0.906   0.314   City
 potsdam, ViT-S/8           0.67     0.08    0.25    0.02    0.63    0.46    Potsdam vit small 1/31/22
 =========================  =======  ======  ======  ======  ======  ======  =====================
 
-Shared official values: code dimension 70, Adam lr 5e-4 for the head and 5e-3 for the probes, batch 16,
+Shared official values: cluster probe centres drawn from a standard normal, code dimension 70, Adam lr 5e-4 for the head and 5e-3 for the probes, batch 16,
 11×11 sampled positions, 5 negatives, kNN partner from ranks 1..7, spatial centering and 0-clamp on,
 5000 steps, training crops at 224 px (five-crop for CocoStuff and Cityscapes, none for Potsdam),
 evaluation at 320 px. The toy values were tuned on held-out toy-world *training* images (train split,
@@ -60,8 +60,11 @@ class StegoConfig:
     crf: bool = True
     seed: int = 0
     attracted_shares: tuple[float, float, float] | None = None
+    cluster_init: str = "random"
 
     def __post_init__(self):
+        if self.cluster_init not in ("random", "k-means++"):
+            raise ValueError(f"StegoConfig.cluster_init must be 'random' or 'k-means++', got {self.cluster_init!r}")
         if self.attracted_shares is not None:
             shares = tuple(float(share) for share in self.attracted_shares)
             if len(shares) != 3 or not all(0 < share < 1 for share in shares):
@@ -112,7 +115,7 @@ OFFICIAL_CONFIGS: dict[tuple[str, str], StegoConfig] = {
 TOY_CONFIG = StegoConfig(
     "toy", "toy_vit", lambda_self=0.67, b_self=0.734, lambda_knn=0.25, b_knn=0.762, lambda_rand=0.63, b_rand=0.811,
     code_dim=70, batch_size=16, steps=400, five_crop=False, resolution=96, val_resolution=96,
-    attracted_shares=(0.2, 0.1, 0.02),
+    attracted_shares=(0.2, 0.1, 0.02), cluster_init="k-means++",
 )
 """The toy world (scenes, 96 px, toy ViT-8 → 12×12 patches).
 
@@ -120,7 +123,11 @@ The shifts depend on the backbone's correspondence distribution (a barely traine
 average, DINO's is near 0.1), and the toy backbone may be retrained, so the toy run sets them from its
 training features: ``attracted_shares`` (self, kNN, random) makes each b the quantile of its centred F
 that attracts that share of the entries (:func:`~.diagnostics.calibrate_shifts`, at the start of every
-run); the b values written here are what the shipped checkpoint gives."""
+run); the b values written here are what the shipped checkpoint gives.
+
+The cluster probe starts from spherical k-means++ on the first batch's codes (``cluster_init``) instead of
+STEGO's standard-normal centres: a centre that no code chooses never gets a gradient, and in a few hundred
+steps (STEGO trains thousands) such dead clusters cost whole classes."""
 
 
 def stego_config(dataset: str = "toy", backbone: str | None = None, **overrides) -> StegoConfig:

@@ -7,13 +7,15 @@
   autocast on CUDA), for datasets whose features do not fit on disk.
 - :func:`train_stego` trains a :class:`~.model.StegoModel` for ``config.steps`` steps; process ``rank``
   sees its share of every batch of pairs (:class:`~.data.PairBatchSampler`), the gradients are averaged
-  by DistributedDataParallel. Every ``checkpoint_every`` steps (and at the end) process 0 writes
+  by DistributedDataParallel. With ``cluster_init="k-means++"`` the cluster probe's centres are first
+  seeded from the codes of the first batch. Every ``checkpoint_every`` steps (and at the end) process 0 writes
   ``checkpoint.pt`` atomically; an existing checkpoint of the same configuration is resumed. Randomness
   (grids, negatives, dropout) is re-seeded from (seed, step, rank) at every step, so a resumed run
   gives exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import get_device, progress, progress_disabled
+from ..evaluation.probes import spherical_kmeans_plus_plus
 from ..models.features import run_backbone
 from .configs import StegoConfig
+from .correlation import unit
 from .data import PairBatchSampler, PairDataset
 from .model import StegoModel
 
@@ -114,6 +118,18 @@ def _same_run(saved: dict, config: StegoConfig) -> bool:
     return all(saved.get(name) == value for name, value in config.to_dict().items() if name != "steps")
 
 
+@torch.no_grad()
+def seed_cluster_probe(model: StegoModel, features: torch.Tensor, seed: int) -> None:
+    """Spherical k-means++ centres for the cluster probe, from the codes (eval mode) of B×C×h×w features."""
+    model.eval()
+    codes = model.head(features)
+    points = unit(codes).permute(0, 2, 3, 1).reshape(-1, codes.shape[1])
+    if len(points) < model.cluster_probe.n_classes:
+        raise ValueError(f"{len(points)} code vectors cannot seed {model.cluster_probe.n_classes} clusters")
+    centres = spherical_kmeans_plus_plus(points.float(), model.cluster_probe.n_classes, torch.Generator().manual_seed(seed))
+    model.cluster_probe.clusters.copy_(centres.to(model.cluster_probe.clusters))
+
+
 def _step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 257 + rank) % (2 ** 63)
 
@@ -155,11 +171,16 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
         start_step, history = min(state["step"], config.steps), state["history"][:config.steps]
     sampler = PairBatchSampler(source.table, config.num_neighbors, config.batch_size, config.steps, config.seed,
                                context.rank, context.world_size, start_step)
+    batches = source.batches(sampler, device)
+    if start_step == 0 and config.cluster_init == "k-means++" and len(sampler):
+        first = next(batches)
+        seed_cluster_probe(model, first[0], config.seed)
+        batches = itertools.chain([first], batches)
     network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if context.distributed else model
+        if context.distributed else model  # DDP starts every process from process 0's weights
     model.train()
     generator = torch.Generator()
-    steps = progress(source.batches(sampler, device), total=len(sampler), desc=f"training {desc}", unit="step",
+    steps = progress(batches, total=len(sampler), desc=f"training {desc}", unit="step",
                      disable=progress_disabled() or not context.is_main)
     step = start_step
     for step, (features, features_pos, labels) in enumerate(steps, start=start_step + 1):
