@@ -124,3 +124,14 @@ def calibrate_shifts(config: StegoConfig, features: torch.Tensor, table: torch.T
              for kind, other in partner_of.items()}
     shifts = shifts_for_shares(pairs, dict(zip(PAIR_KINDS, config.attracted_shares)))
     return replace(config, b_self=shifts["self"], b_knn=shifts["knn"], b_rand=shifts["rand"])
+
+
+@torch.no_grad()
+def mean_pairwise_cosine(maps: torch.Tensor, n_points: int = 2000, seed: int = 0) -> float:
+    """Mean cosine similarity between ``n_points`` random positions of N×C×h×w maps (across images):
+    near 1 when the codes have collapsed onto one direction."""
+    points = maps.float().permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+    sample = points[torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n_points]]
+    sample = torch.nn.functional.normalize(sample, dim=1)
+    similarity = sample @ sample.T
+    return float((similarity.sum() - similarity.diagonal().sum()) / (len(sample) * (len(sample) - 1)))

@@ -20,6 +20,7 @@ per-step losses, timings and the configuration.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch.distributed as dist
 from .. import config as course_config
 from ..models.backbones import load_backbone
 from .ablations import run_ablations
-from .configs import stego_config
+from .configs import TOY_CONFIG, stego_config
 from .data import features_key
 from .experiment import kmeans_baseline, prepare_data, run_experiment
 from .trainer import init_distributed
@@ -127,9 +128,11 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 def toy_run_dir() -> Path:
-    """Where lessons 03 and 04 keep the toy CLI run: ``COURSE_CACHE/stego/runs/<toy backbone key>``
-    (:func:`~.data.features_key`: a retrained toy backbone gets a new folder)."""
-    return course_config.cache_dir() / "stego" / "runs" / features_key("toy_vit", load_backbone("toy_vit"))
+    """Where lessons 03 and 04 keep the toy CLI run: ``COURSE_CACHE/stego/runs/<toy backbone key>-<config
+    hash>`` (:func:`~.data.features_key`: a retrained toy backbone or a changed toy configuration gets a new
+    folder)."""
+    config_hash = hashlib.sha256(json.dumps(TOY_CONFIG.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return course_config.cache_dir() / "stego" / "runs" / f"{features_key('toy_vit', load_backbone('toy_vit'))}-{config_hash}"
 
 
 def toy_run(out: str | Path | None = None) -> dict:
