@@ -103,3 +103,21 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
                     "--match", str(work / "predictions" / "validation_match.json"), "--json", str(out)],
                    check=True, capture_output=True)
     assert json.loads(out.read_text())["mIoU"] == pytest.approx(summary["finetuned"]["mIoU"])
+
+
+def test_shipped_checkpoints_export_and_install(tmp_path, monkeypatch):
+    from course_lib.luss import assets
+    from course_lib.luss.attention import load_attention_model
+    work = tmp_path / "work"
+    for step in ("pretrain", "attention"):
+        assert main([step, "--profile", "toy", "--work-dir", str(work), *TINY_PIPELINE]) == 0
+    out = assets.export_toy_run(work, "python -m course_lib.luss pipeline --profile toy", tmp_path / "pass_toy.pt")
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["command"].startswith("python -m course_lib.luss") and record["pretrain"]["epochs"] == 1
+    shipped = torch.load(out, weights_only=False)
+    assert set(shipped) == {"pretrain", "attention"} and "optimizer" not in shipped["pretrain"]
+    monkeypatch.setattr(assets, "TOY_CHECKPOINT", out)
+    paths = assets.install_toy_checkpoints(tmp_path / "installed")
+    model, history = load_attention_model(paths["attention"])
+    assert len(history) == len(shipped["attention"]["history"])
+    assert model.attention.bias.shape[1] == model.backbone.out_channels

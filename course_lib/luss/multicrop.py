@@ -51,10 +51,13 @@ class MultiCropWithBoxes:
     """One 3×H×W float image in [0, 1] → (normalised crops, V×5 float boxes (x, y, w, h, flip)).
 
     ``crops`` lists the :class:`CropSpec` groups in order (large crops first); crops of one group share
-    a size. ``blur_sigma`` is the Gaussian blur's σ range in px of the crop (SwAV: 0.1-2 at 224 px).
+    a size. ``blur_sigma`` is the Gaussian blur's σ range in px of the crop (SwAV: 0.1-2 at 224 px);
+    ``grayscale_p`` the probability of a grey crop (SwAV: 0.2) and ``invert_p`` of a negative one (SwAV:
+    0; the toy world shows every texture in positive or negative, so its preset teaches that invariance).
     """
 
-    def __init__(self, crops: Sequence[CropSpec], blur_sigma: tuple[float, float] = (0.1, 2.0)):
+    def __init__(self, crops: Sequence[CropSpec], blur_sigma: tuple[float, float] = (0.1, 2.0),
+                 grayscale_p: float = 0.2, invert_p: float = 0.0):
         if not crops:
             raise ValueError("MultiCropWithBoxes needs at least one CropSpec")
         self.crops = list(crops)
@@ -63,7 +66,8 @@ class MultiCropWithBoxes:
             kernel = 2 * max(1, round(0.05 * spec.size)) + 1
             self.colour[spec.size] = v2.Compose([
                 v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-                v2.RandomGrayscale(p=0.2),
+                v2.RandomGrayscale(p=grayscale_p),
+                v2.RandomInvert(p=invert_p),
                 v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=0.5),
             ])
 

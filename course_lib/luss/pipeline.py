@@ -42,10 +42,12 @@ import torch
 from PIL import Image
 
 from .. import config as course_config
+from ..data.folders import resolve_root
 from ..data.imagenet_s import ImageNetS
 from ..data.label_png import read_imagenet_s_png, write_imagenet_s_png
 from ..data.toyworld import ToyWorld, write_imagenet_s_layout
 from ..evaluation.imagenet_s import evaluate_folders, format_scores, presence_matching, save_match
+from .assets import install_toy_checkpoints
 from .attention import AttentionConfig, load_attention_model, train_attention
 from .data import PseudoLabelDataset, image_batches, sample_name
 from .finetune import FinetuneConfig, finetune, load_segmentation_model, predict_dataset
@@ -89,22 +91,30 @@ def _full_settings(subset: int) -> Settings:
         nmb_prototypes=500 if small else 3000,
         crops=[CropSpec(224, 2, 0.14, 1.0), CropSpec(96, 6, 0.05, 0.14)] if small else [CropSpec(224, 2, 0.08, 1.0)],
         queue_length=2048 if small else 3840, epochs=200 if small else 100,
-        freeze_prototypes_niters=1001 if small else 5005)
-    attention_config = AttentionConfig(base_lr=6.0 if small else 0.6)
+        freeze_prototypes_niters=1001 if small else 5005, workers=10)
+    attention_config = AttentionConfig(base_lr=6.0 if small else 0.6, workers=10)
     return Settings(f"imagenet_s{subset}", subset, pretrain_config, attention_config,
-                    FinetuneConfig(num_classes=subset), tau={50: 0.41, 300: 0.40, 919: 0.37}[subset])
+                    FinetuneConfig(num_classes=subset, workers=8), tau={50: 0.41, 300: 0.40, 919: 0.37}[subset])
 
 
 def toy_settings() -> Settings:
-    """The toy world's preset: the whole pipeline in minutes on a CPU."""
+    """The toy world's preset: the whole pipeline in minutes on a CPU.
+
+    The toy world draws its textures at a fixed pixel scale and in positive or negative, so its crops
+    keep the native scale (areas of 30-60 % at 64 px, 8-15 % at 32 px, where ImageNet zooms 0.14-1) and
+    half of them are inverted. The prototypes stay frozen (1000 iterations, i.e. 32 epochs): on a
+    thousand images, trainable prototypes retreat into a subspace that the embeddings then avoid, and
+    the SwAV loss settles at ln K (uniform predictions) instead of learning."""
     return Settings(
         "toy", 10,
-        PretrainConfig(arch="toy_resnet", hidden_mlp=256, feat_dim=64, nmb_prototypes=100,
-                       crops=[CropSpec(64, 2, 0.14, 1.0), CropSpec(32, 4, 0.05, 0.14)], blur_sigma=(0.1, 1.0),
-                       queue_length=0, epochs=6, batch_size=32, base_lr=0.6, freeze_prototypes_niters=31, seed=0),
-        AttentionConfig(crops=[CropSpec(64, 2, 0.08, 1.0)], blur_sigma=(0.1, 1.0), queue_length=256, epochs=3,
-                        batch_size=32, base_lr=6.0, seed=0),
-        FinetuneConfig(num_classes=10, crop_size=64, epochs=5, batch_size=32, infer_short_side=None, seed=0),
+        PretrainConfig(arch="toy_resnet", hidden_mlp=256, feat_dim=32, nmb_prototypes=100,
+                       crops=[CropSpec(64, 2, 0.3, 0.6), CropSpec(32, 4, 0.08, 0.15)], blur_sigma=(0.1, 1.0),
+                       invert_p=0.5, queue_length=384, epoch_queue_starts=2, epochs=6, batch_size=32, base_lr=0.6,
+                       freeze_prototypes_niters=1000, seed=0),
+        AttentionConfig(crops=[CropSpec(64, 2, 0.3, 1.0)], blur_sigma=(0.1, 1.0), invert_p=0.5, queue_length=384,
+                        epochs=3, batch_size=32, base_lr=6.0, freeze_prototypes_niters=1000, seed=0),
+        FinetuneConfig(num_classes=10, crop_size=64, crop_scale=(0.3, 0.6), epochs=5, batch_size=32,
+                       infer_short_side=None, seed=0),
         cluster_short_side=None, cluster_crop=None, label_short_side=None, kmeans_restarts=10, tau="sweep",
         tau_grid=tuple(np.round(np.arange(0.0, 0.801, 0.02), 2).tolist()), batch_size=100)
 
@@ -171,7 +181,8 @@ class Pipeline:
     def gt_dir(self) -> Path:
         if self.subset_dir is not None:
             return self.subset_dir / "validation-segmentation"
-        return self.dataset("validation").root / f"ImageNetS{self.settings.num_classes}" / "validation-segmentation"
+        subset = f"ImageNetS{self.settings.num_classes}"
+        return resolve_root(self.data_root) / "ImageNetS" / subset / "validation-segmentation"
 
     def prepare_toy(self) -> None:
         """Write the toy world's ``objects`` in the ImageNet-S layout (once)."""
@@ -231,20 +242,19 @@ class Pipeline:
                 yield (sample_name(meta), ids[index].cpu().numpy(),
                        None if attention is None else attention[index].cpu().numpy())
 
-    def _save_split_maps(self, split: str, centroids: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-        """Raw maps of every image of ``split`` in ``labels/<split>-raw``; their names and the histogram of ā."""
-        names, histogram = [], torch.zeros(OTSU_BINS, dtype=torch.float64)
-        for name, ids, attention in self._raw_maps(split, centroids):
-            save_raw_maps(self.path("labels", f"{split}-raw"), name, ids, attention)
+    def _attention_histogram(self, split: str, centroids: torch.Tensor) -> torch.Tensor:
+        """Histogram of ā over every pixel of ``split`` (:data:`OTSU_BINS` bins on [0, 1])."""
+        histogram = torch.zeros(OTSU_BINS, dtype=torch.float64)
+        for _, _, attention in self._raw_maps(split, centroids):
             histogram += torch.histc(torch.from_numpy(attention).float(), OTSU_BINS, 0, 1).double()
-            names.append(name)
-        return names, histogram
+        return histogram
 
-    def choose_tau(self, names: list[str], histogram: torch.Tensor) -> dict:
-        """τ of the settings: the sweep's best on the labelled validation maps, Otsu's on the training
-        pixels, or a number; the report also holds the sweep's curve (when labelled) and Otsu's τ."""
+    def choose_tau(self, names: list[str], centroids: torch.Tensor) -> dict:
+        """τ of the settings: the sweep's best on the labelled validation maps (the paper's protocol), Otsu's
+        on the training pixels (label-free) or a number. The report also holds the sweep's curve when the
+        validation set is labelled."""
         s, gt_dir = self.settings, self.gt_dir()
-        report: dict = {"tau_otsu": otsu_from_histogram(histogram, 0.0, 1.0)}
+        report: dict = {}
         if gt_dir.is_dir():
             curve = tau_sweep(RawMaps(self.path("labels", "validation-raw"), gt_dir, names, s.num_classes),
                               s.num_classes, s.tau_grid)
@@ -255,7 +265,7 @@ class Pipeline:
                 raise ValueError("tau='sweep' needs the labelled validation set; use tau=otsu or a number")
             report["tau"] = report["tau_sweep"]
         elif s.tau == "otsu":
-            report["tau"] = report["tau_otsu"]
+            report["tau"] = report["tau_otsu"] = otsu_from_histogram(self._attention_histogram("train", centroids), 0, 1)
         else:
             report["tau"] = float(s.tau)
         return report
@@ -263,14 +273,20 @@ class Pipeline:
     def run_labels(self) -> None:
         clusters = torch.load(self.path("cluster", "centroids.pt"))
         centroids = clusters["attention"]["centroids"]
-        validation_names, _ = self._save_split_maps("validation", centroids)
-        train_names, train_histogram = self._save_split_maps("train", centroids)
-        report = self.choose_tau(validation_names, train_histogram)
-        for split, names in (("train", train_names), ("validation", validation_names)):
-            for name in names:
-                ids, attention = load_raw_maps(self.path("labels", f"{split}-raw"), name)
-                write_imagenet_s_png(self.path("labels", split, f"{name}.png"),
-                                     apply_threshold(ids, attention, report["tau"]))
+        names = []
+        for name, ids, attention in self._raw_maps("validation", centroids):
+            save_raw_maps(self.path("labels", "validation-raw"), name, ids, attention)
+            names.append(name)
+        report = self.choose_tau(names, centroids)
+        for name in names:
+            ids, attention = load_raw_maps(self.path("labels", "validation-raw"), name)
+            write_imagenet_s_png(self.path("labels", "validation", f"{name}.png"),
+                                 apply_threshold(ids, attention, report["tau"]))
+        histogram = torch.zeros(OTSU_BINS, dtype=torch.float64)
+        for name, ids, attention in self._raw_maps("train", centroids):
+            write_imagenet_s_png(self.path("labels", "train", f"{name}.png"), apply_threshold(ids, attention, report["tau"]))
+            histogram += torch.histc(torch.from_numpy(attention).float(), OTSU_BINS, 0, 1).double()
+        report.setdefault("tau_otsu", otsu_from_histogram(histogram, 0.0, 1.0))
         for name, ids, _ in self._raw_maps("validation", clusters["baseline"]["centroids"], use_attention=False):
             write_imagenet_s_png(self.path("baseline", "validation", f"{name}.png"), ids)
         self.path("labels", "tau.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -292,9 +308,10 @@ class Pipeline:
         for key, folder in (("finetuned", self.path("predictions", "validation")),
                             ("pseudo_labels", self.path("labels", "validation")),
                             ("baseline_no_attention", self.path("baseline", "validation"))):
-            match = presence_matching(folder, gt_dir, s.num_classes, workers=1)
+            workers = 1 if s.dataset == "toy" else None  # a process pool only pays off on thousands of images
+            match = presence_matching(folder, gt_dir, s.num_classes, workers=workers)
             save_match(match, folder.parent / f"{folder.name}_match.json")
-            summary[key] = evaluate_folders(folder, gt_dir, s.num_classes, match=match, workers=1)
+            summary[key] = evaluate_folders(folder, gt_dir, s.num_classes, match=match, workers=workers)
         self.path("summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return summary
 
@@ -356,6 +373,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. pretrain.epochs=50 or toy_images=[200,50] (repeatable)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each training step after N iterations")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of each process (default: PyTorch's; 1 is fastest on a busy machine)")
+    parser.add_argument("--shipped", action="store_true",
+                        help="toy only: start from the shipped pre-training and attention checkpoints")
     return parser
 
 
@@ -389,12 +410,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring); returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         dataset = _resolve_dataset(args.profile, args.dataset)
         settings = settings_for(dataset)
         overrides = list(args.overrides) + ([f"tau={args.tau}"] if args.tau is not None else [])
         settings = apply_overrides(settings, overrides)
         work_dir = args.work_dir or course_config.cache_dir() / "luss" / dataset
+        if args.shipped:
+            if dataset != "toy":
+                raise course_config.ConfigError("--shipped holds toy-world checkpoints: use it with --profile toy")
+            install_toy_checkpoints(work_dir)
         pipeline = Pipeline(settings, work_dir, args.data_root, args.device, args.max_steps)
         steps = STEPS if args.step == "pipeline" else (args.step,)
         start = time.perf_counter()

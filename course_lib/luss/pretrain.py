@@ -44,6 +44,8 @@ class PretrainConfig:
     nmb_prototypes: int = 500
     crops: list[CropSpec] = field(default_factory=lambda: [CropSpec(224, 2, 0.14, 1.0), CropSpec(96, 6, 0.05, 0.14)])
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    grayscale_p: float = 0.2
+    invert_p: float = 0.0
     crops_for_assign: tuple[int, int] = (0, 1)
     temperature: float = 0.1
     epsilon: float = 0.05
@@ -150,7 +152,7 @@ def pass_losses(outputs: dict, prototypes: Prototypes, overlap: torch.Tensor, co
 
 
 def pretrain_transform(config: PretrainConfig) -> MultiCropWithBoxes:
-    return MultiCropWithBoxes(config.crops, config.blur_sigma)
+    return MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p)
 
 
 def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, device: str | torch.device | None = None,

@@ -162,7 +162,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
     if checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path)
         core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # shipped checkpoints keep the weights only
+            optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
     steps_done = 0
     for epoch in range(start_epoch, epochs):
@@ -171,7 +172,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
         set_epoch(loader, epoch, seed)
         model.train()
         bar = progress(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
-                       disable=None if processes.is_main else True)
+                       **({} if processes.is_main else {"disable": True}))
         for step, batch in enumerate(bar):
             iteration = epoch * len(loader) + step
             for group in optimizer.param_groups:
