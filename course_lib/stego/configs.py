@@ -113,8 +113,8 @@ OFFICIAL_CONFIGS: dict[tuple[str, str], StegoConfig] = {
 }
 
 TOY_CONFIG = StegoConfig(
-    "toy", "toy_vit", lambda_self=0.67, b_self=0.734, lambda_knn=0.25, b_knn=0.762, lambda_rand=0.63, b_rand=0.811,
-    code_dim=70, batch_size=16, steps=400, five_crop=False, resolution=96, val_resolution=96,
+    "toy", "toy_vit", lambda_self=0.67, b_self=0.576, lambda_knn=0.25, b_knn=0.613, lambda_rand=0.63, b_rand=0.725,
+    code_dim=70, lr=2e-3, batch_size=16, steps=400, five_crop=False, resolution=96, val_resolution=96,
     attracted_shares=(0.2, 0.1, 0.02), cluster_init="k-means++",
 )
 """The toy world (scenes, 96 px, toy ViT-8 → 12×12 patches).
@@ -127,7 +127,12 @@ run); the b values written here are what the shipped checkpoint gives.
 
 The cluster probe starts from spherical k-means++ on the first batch's codes (``cluster_init``) instead of
 STEGO's standard-normal centres: a centre that no code chooses never gets a gradient, and in a few hundred
-steps (STEGO trains thousands) such dead clusters cost whole classes."""
+steps (STEGO trains thousands) such dead clusters cost whole classes. The head's learning rate is 2e-3 (4× the
+official 5e-4) for the same reason: 400 steps instead of 5000. These choices were made on held-out toy
+training images (train split, seed 1), partly with the colour-blind texture descriptor of
+:func:`course_lib.evaluation.texture_features` (pooled to 8×8 patches) standing in for the frozen features,
+because the shipped toy ViT carries no class signal yet (lessons 01-02): there, lr 2e-3 raised k-means on
+the codes from 21 to 29 mIoU (k-means on the descriptor itself: 26)."""
 
 
 def stego_config(dataset: str = "toy", backbone: str | None = None, **overrides) -> StegoConfig:
