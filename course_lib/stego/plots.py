@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-CURVES = (("total", "total"), ("correlation", "correlation (λ-weighted)"), ("self", "self"), ("knn", "kNN"),
-          ("rand", "random"), ("linear", "linear probe"), ("cluster", "cluster probe"))
+CURVES = (("correlation", "λ-weighted sum"), ("self", "self"), ("knn", "kNN"), ("rand", "random"),
+          ("total", "total (sum + probes)"), ("linear", "linear probe"), ("cluster", "cluster probe"))
 
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:
@@ -22,12 +22,13 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def plot_loss_curves(history: Sequence[dict], axes=None, window: int = 25, keys: Sequence[str] | None = None):
-    """Two panels: the STEGO terms (left) and the probe losses (right), smoothed over ``window`` steps."""
+    """Two panels: the correlation terms and their λ-weighted sum (left); the probes' losses and the total
+    (right); smoothed over ``window`` steps."""
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     keys = set(keys or [key for key, _ in CURVES])
     steps = np.arange(1, len(history) + 1)
-    for ax, group in zip(axes, (("total", "correlation", "self", "knn", "rand"), ("linear", "cluster"))):
+    for ax, group in zip(axes, (("correlation", "self", "knn", "rand"), ("total", "linear", "cluster"))):
         ax.clear()
         for key, label in CURVES:
             if key in group and key in keys and history:
@@ -36,7 +37,7 @@ def plot_loss_curves(history: Sequence[dict], axes=None, window: int = 25, keys:
         ax.legend(fontsize=8, loc="upper right")
         ax.grid(alpha=0.3)
     axes[0].set_title("correlation loss terms")
-    axes[1].set_title("probes (trained on detached codes)")
+    axes[1].set_title("probes (on detached codes) and total")
     return axes
 
 
