@@ -119,9 +119,10 @@ TOY_CONFIG = StegoConfig(
 )
 """The toy world (scenes, 96 px, toy ViT-8 → 12×12 patches).
 
-The shifts depend on the backbone's correspondence distribution (a barely trained ViT has F ≈ 0.6 on
-average, DINO's is near 0.1), and the toy backbone may be retrained, so the toy run sets them from its
-training features: ``attracted_shares`` (self, kNN, random) makes each b the quantile of its centred F
+The shifts depend on the backbone's correspondence distribution (the official ones were tuned for DINO;
+on an intermediate toy checkpoint whose correspondences averaged 0.6 they attracted nearly every pair and
+the codes collapsed onto one direction), and the toy backbone may be retrained, so the toy run sets them
+from its training features: ``attracted_shares`` (self, kNN, random) makes each b the quantile of its centred F
 that attracts that share of the entries (:func:`~.diagnostics.calibrate_shifts`, at the start of every
 run); the b values written here are what the shipped checkpoint gives.
 
