@@ -67,8 +67,9 @@ def show_sinkhorn(scores: torch.Tensor, codes_by_iteration: Sequence[torch.Tenso
 
 
 def plot_losses(history: Sequence[dict], keys: Sequence[str] = ("swav", "d2s", "p2p", "loss"), smooth: int = 1,
-                ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
-    """Per-step loss curves of a training history (a moving average over ``smooth`` steps)."""
+                ax: plt.Axes | None = None, title: str = "", uniform_level: float | None = None) -> plt.Axes:
+    """Per-step loss curves of a training history (a moving average over ``smooth`` steps), with a dotted
+    line at ``uniform_level`` (e.g. ln K, the cross-entropy of uniform predictions)."""
     if ax is None:
         ax = plt.subplots(figsize=(6, 3))[1]
     kernel = np.ones(smooth) / smooth
@@ -76,6 +77,8 @@ def plot_losses(history: Sequence[dict], keys: Sequence[str] = ("swav", "d2s", "
         values = np.array([row[key] for row in history if key in row])
         if len(values) >= smooth:
             ax.plot(np.arange(smooth - 1, len(values)), np.convolve(values, kernel, mode="valid"), label=key)
+    if uniform_level is not None:
+        ax.axhline(uniform_level, color="k", ls=":", lw=1, label="ln K")
     ax.set_xlabel("iteration")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)

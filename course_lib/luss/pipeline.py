@@ -46,7 +46,7 @@ from ..data.folders import resolve_root
 from ..data.imagenet_s import ImageNetS
 from ..data.label_png import read_imagenet_s_png, write_imagenet_s_png
 from ..data.toyworld import ToyWorld, write_imagenet_s_layout
-from ..evaluation.imagenet_s import evaluate_folders, format_scores, presence_matching, save_match
+from ..evaluation.imagenet_s import ImageNetSEvaluator, evaluate_folders, presence_matching, save_match
 from .assets import install_toy_checkpoints
 from .attention import AttentionConfig, load_attention_model, train_attention
 from .data import PseudoLabelDataset, image_batches, sample_name
@@ -312,6 +312,7 @@ class Pipeline:
             match = presence_matching(folder, gt_dir, s.num_classes, workers=workers)
             save_match(match, folder.parent / f"{folder.name}_match.json")
             summary[key] = evaluate_folders(folder, gt_dir, s.num_classes, match=match, workers=workers)
+        summary["constant_other"] = constant_other_scores(gt_dir, s.num_classes)
         self.path("summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return summary
 
@@ -325,6 +326,16 @@ class Pipeline:
 
 
 OTSU_BINS = 1000
+
+
+def constant_other_scores(gt_dir: Path, num_classes: int) -> dict:
+    """The ImageNet-S metrics of predicting 'other' everywhere: the floor a LUSS method must clear
+    (its mIoU is IoU('other') / (K + 1))."""
+    evaluator = ImageNetSEvaluator(num_classes)
+    for path in sorted(Path(gt_dir).glob("*/*.png")):
+        gt = read_imagenet_s_png(path, num_classes=num_classes)
+        evaluator.update(np.zeros_like(gt), gt, name=str(path))
+    return evaluator.compute()
 
 
 def save_raw_maps(folder: Path, name: str, ids: np.ndarray, attention: np.ndarray | None) -> None:
@@ -394,7 +405,8 @@ def _resolve_dataset(profile: str | None, dataset: str | None) -> str:
 def format_summary(summary: dict) -> str:
     """The pipeline's comparison table (ImageNet-S metrics, fully unsupervised matching) and point-9 checks."""
     rows = [("PASS, fine-tuned", "finetuned"), ("PASS pseudo-labels (attention, τ)", "pseudo_labels"),
-            ("k-means of average-pooled embeddings (no attention)", "baseline_no_attention")]
+            ("k-means of average-pooled embeddings (no attention)", "baseline_no_attention"),
+            ("every pixel 'other' (a constant, for reference)", "constant_other")]
     keys = ("mIoU", "b_mIoU", "img_acc", "f_measure")
     lines = [f"{'':52}" + "".join(f"{k:>10}" for k in keys)]
     lines += [f"{label:52}" + "".join(f"{summary[key][k]:10.2f}" for k in keys) for label, key in rows if key in summary]
