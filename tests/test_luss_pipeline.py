@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fake_datasets import make_imagenet_s
 
 from course_lib.data import ToyWorld
 from course_lib.data.label_png import read_imagenet_s_png
@@ -86,7 +87,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     assert main(["pipeline", "--profile", "toy", "--work-dir", str(work), *TINY_PIPELINE]) == 0
     assert "fine-tuning - pseudo-labels" in capsys.readouterr().out
     summary = json.loads((work / "summary.json").read_text())
-    for key in ("finetuned", "pseudo_labels", "baseline_no_attention"):
+    for key in ("finetuned", "pseudo_labels", "baseline_no_attention", "constant_other"):
         assert set(summary[key]) == set(METRIC_KEYS)
     tau = json.loads((work / "labels" / "tau.json").read_text())
     assert tau["tau"] == tau["tau_sweep"] and len(tau["curve"]) == len(settings_for("toy").tau_grid)
@@ -121,3 +122,26 @@ def test_shipped_checkpoints_export_and_install(tmp_path, monkeypatch):
     model, history = load_attention_model(paths["attention"])
     assert len(history) == len(shipped["attention"]["history"])
     assert model.attention.bias.shape[1] == model.backbone.out_channels
+
+
+def test_imagenet_s_layout_end_to_end(tmp_path, capsys):
+    """The full-scale path (ImageNetS folders under COURSE_DATA, short-side resizing, centre crops for the
+    clustering, a fixed τ) on a fake ImageNet-S50 with a tiny network."""
+    make_imagenet_s(tmp_path / "data", 50, "train", used_classes=range(1, 51), size=(72, 90))
+    make_imagenet_s(tmp_path / "data", 50, "validation", used_classes=(1, 2, 3), per_class=2, size=(60, 70))
+    tiny = ["pretrain.arch=toy_resnet", "pretrain.hidden_mlp=32", "pretrain.feat_dim=16",
+            "pretrain.nmb_prototypes=60", "pretrain.crops=[[32,2,0.3,1.0],[16,2,0.05,0.3]]", "pretrain.epochs=1",
+            "pretrain.batch_size=8", "pretrain.queue_length=0", "pretrain.workers=0", "attention.crops=[[32,2,0.3,1.0]]",
+            "attention.epochs=1", "attention.batch_size=8", "attention.queue_length=16", "attention.workers=0",
+            "finetune.crop_size=32", "finetune.epochs=1", "finetune.batch_size=8", "finetune.workers=0",
+            "finetune.infer_short_side=48", "cluster_short_side=48", "cluster_crop=40", "label_short_side=48",
+            "kmeans_restarts=1"]
+    args = ["pipeline", "--dataset", "imagenet_s50", "--data-root", str(tmp_path / "data"),
+            "--work-dir", str(tmp_path / "work"), "--device", "cpu"]
+    assert main(args + [item for setting in tiny for item in ("--set", setting)]) == 0
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert summary["tau"] == 0.41 and summary["settings"]["pretrain"]["arch"] == "toy_resnet"
+    assert summary["constant_other"]["f_measure"] == 0
+    predictions = sorted((tmp_path / "work" / "predictions" / "validation").glob("*/*.png"))
+    assert len(predictions) == 6 and read_imagenet_s_png(predictions[0]).shape == (60, 70)  # full resolution
+    assert len(list((tmp_path / "work" / "labels" / "train").glob("*/*.png"))) == 50

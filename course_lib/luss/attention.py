@@ -116,7 +116,8 @@ class AttentionConfig:
     feat_dim: int = 128  # set from the pre-trained model
 
     def __post_init__(self) -> None:
-        self.crops = [CropSpec(**c) if isinstance(c, dict) else c for c in self.crops]
+        self.crops = [CropSpec(**c) if isinstance(c, dict) else CropSpec(*c) if isinstance(c, (list, tuple)) else c
+                      for c in self.crops]
         self.blur_sigma = tuple(self.blur_sigma)
         self.crops_for_assign = tuple(self.crops_for_assign)
         if len({spec.size for spec in self.crops}) != 1:

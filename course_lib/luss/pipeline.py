@@ -22,9 +22,15 @@ pipeline    all of the above in order (a finished training step just reloads its
             interrupted one resumes)
 ==========  =================================================================================
 
+``--threads N`` sets PyTorch's CPU threads (1 is fastest on a busy machine); ``--shipped`` (toy only) starts
+from the shipped pre-training and attention checkpoints (:mod:`.assets`). The summary also scores the
+constant prediction 'other' everywhere: with weak features a LUSS method can beat a baseline without
+'other' by finding nothing but the background, and that floor shows it.
+
 ``--dataset imagenet_s50|300|919`` reads ``$COURSE_DATA/ImageNetS/ImageNetS{50,300,919}`` through
 :class:`course_lib.data.ImageNetS` with the paper's settings (ResNet-18, 200 epochs, multi-crop for S50;
-ResNet-50, 100 epochs for S300 / S919; τ 0.41 / 0.40 / 0.37). ``--profile toy`` (the ``toy`` dataset)
+ResNet-50, 100 epochs for S300 / S919; τ 0.41 / 0.40 / 0.37; the official S919 run pre-trains on all of
+ImageNet-1k, this one on ImageNet-S919's training split). ``--profile toy`` (the ``toy`` dataset)
 writes the toy world's ``objects`` in the ImageNet-S layout into the work folder and runs the same code.
 """
 from __future__ import annotations

@@ -67,7 +67,8 @@ class PretrainConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        self.crops = [CropSpec(**c) if isinstance(c, dict) else c for c in self.crops]
+        self.crops = [CropSpec(**c) if isinstance(c, dict) else CropSpec(*c) if isinstance(c, (list, tuple)) else c
+                      for c in self.crops]
         self.blur_sigma = tuple(self.blur_sigma)
         self.crops_for_assign = tuple(self.crops_for_assign)
         if self.crops[0].number < 2:

@@ -2,7 +2,8 @@
 
 Every crop x_v of an image gives an L2-normalised embedding z_v (B×D) and its scores against K
 L2-normalised prototypes c_k, z_v·C^T (B×K). The codes q of a few crops ("crops for assign") are the
-Sinkhorn-Knopp solution of an entropy-regularised equipartition problem (SwAV eq. 3-4):
+Sinkhorn-Knopp solution of an entropy-regularised equipartition problem (SwAV §3.1, "online
+clustering"):
 
     Q* = Diag(u) exp(C^T Z / ε) Diag(v),   rows of Q (prototypes) summing to 1/K and columns (samples)
     to 1/B, found by alternating the two normalisations ``iterations`` times (ε = 0.05, 3 iterations);
@@ -11,9 +12,10 @@ and every other crop predicts them (the swapped prediction, eq. 1-2):
 
     ℓ(z_t, q_s) = - Σ_k q_s,k log softmax(z_t·C^T / τ)_k,   τ = 0.1.
 
-Codes are computed without gradient. Small batches are padded with a queue of embeddings of earlier
-batches (started after ``epoch_queue_starts`` epochs), and the prototypes receive no gradient during the
-first ``freeze_prototypes_niters`` iterations; both as in the official code (facebookresearch/swav).
+Codes are computed without gradient, in the log domain (see :func:`sinkhorn`). Small batches are padded
+with a queue of embeddings of earlier batches (started after ``epoch_queue_starts`` epochs), and the
+prototypes receive no gradient during the first ``freeze_prototypes_niters`` iterations; both as in the
+official code (facebookresearch/swav).
 """
 from __future__ import annotations
 
