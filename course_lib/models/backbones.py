@@ -15,10 +15,10 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from ..data.hub import WEIGHTS, weights_path
+from .resnet import build_resnet
 from .vit import DINO_ARCHITECTURES, VisionTransformer, vit_from_name
 
 TOY_VIT_ASSET = "toy_vit.pt"
@@ -41,25 +41,6 @@ def backbone_cache_key(name: str) -> str:
     if name != "toy_vit" or not toy_vit_path().exists():
         return name
     return f"toy_vit-{hashlib.sha256(toy_vit_path().read_bytes()).hexdigest()[:10]}"
-
-
-class ResNetBackbone(nn.Module):
-    """A torchvision ResNet cut before its pooling: ``patch_features`` = the last stage, B×C×H/32×W/32."""
-
-    patch_size = 32
-
-    def __init__(self, name: str):
-        super().__init__()
-        net = getattr(torchvision.models, name)(weights=None)
-        self.embed_dim = net.fc.in_features
-        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                                  net.layer1, net.layer2, net.layer3, net.layer4)
-
-    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.patch_features(x).mean(dim=(2, 3))
 
 
 def load_dino_checkpoint(model: VisionTransformer, path: str | Path) -> VisionTransformer:
@@ -107,7 +88,7 @@ def load_backbone(name: str, device: str | torch.device | None = "cpu",
                 f"    python data_scripts/get_weights.py --model {name}")
         model = load_dino_checkpoint(vit_from_name(name), path)
     elif name in RESNETS:
-        model = ResNetBackbone(name)
+        model = build_resnet(name)
     else:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     return model.to(device).eval()
