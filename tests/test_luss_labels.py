@@ -12,13 +12,7 @@ from course_lib.models.resnet import build_resnet
 from course_lib.ssl.swav import Prototypes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny tensors only lose from threading on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pixel_attention_shapes_and_initialisation():

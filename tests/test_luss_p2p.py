@@ -10,13 +10,7 @@ from course_lib.luss.multicrop import CropSpec, MultiCropDataset, MultiCropWithB
 from course_lib.luss.p2p import PixelToPixelHead, overlap_grids, pixel_to_pixel_loss, sample_at
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny tensors only lose from threading on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_image(height=60, width=80):

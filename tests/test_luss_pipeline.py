@@ -16,13 +16,7 @@ from course_lib.luss.pipeline import apply_overrides, main, settings_for
 from course_lib.luss.pretrain import PASSModel, PretrainConfig, load_pass_model, pass_losses, pretrain
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny tensors only lose from threading on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = PretrainConfig(arch="toy_resnet", hidden_mlp=32, feat_dim=16, nmb_prototypes=6,

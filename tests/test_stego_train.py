@@ -23,13 +23,7 @@ from course_lib.stego.train import main as train_main
 from fake_datasets import make_cocostuff
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread avoids oversubscribing the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_pairs(n: int = 24, classes: int = 3, seed: int = 0) -> CachedPairs:
