@@ -42,7 +42,6 @@ from .probes import (
     check_labels,
     output_size,
     predict_segmentation,
-    resolve_device,
     train_segmentation_head,
 )
 

@@ -27,7 +27,8 @@ from ..ssl.swav import Prototypes, freeze_prototypes_if_early, swapped_predictio
 from .d2s import image_mlp
 from .multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes
 from .pretrain import PASSModel, SwAVQueueSlot, load_pass_model
-from .training import build_sgd, cosine_schedule, fit, init_distributed, load_checkpoint, make_loader, unwrap, wrap_model
+from ..distributed import init_distributed
+from .training import build_sgd, cosine_schedule, fit, load_checkpoint, make_loader, unwrap, wrap_model
 
 
 class PixelAttention(nn.Module):

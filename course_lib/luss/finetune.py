@@ -26,7 +26,8 @@ from ..models.resnet import build_resnet
 from .data import image_batches, sample_name
 from .multicrop import random_crop_box
 from .pretrain import load_pass_model
-from .training import build_sgd, cosine_schedule, fit, init_distributed, load_checkpoint, make_loader, wrap_model
+from ..distributed import init_distributed
+from .training import build_sgd, cosine_schedule, fit, load_checkpoint, make_loader, wrap_model
 
 
 class SegmentationModel(nn.Module):

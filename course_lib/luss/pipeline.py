@@ -60,7 +60,7 @@ from .finetune import FinetuneConfig, finetune, load_segmentation_model, predict
 from .labels import apply_threshold, embed_images, kmeans, otsu_from_histogram, raw_label_maps, tau_sweep
 from .multicrop import CropSpec
 from .pretrain import PretrainConfig, pretrain
-from .training import init_distributed
+from ..distributed import init_distributed
 
 STEPS = ("pretrain", "attention", "cluster", "labels", "finetune", "infer")
 TRAINING_STEPS = ("pretrain", "attention", "finetune")

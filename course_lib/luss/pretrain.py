@@ -30,8 +30,9 @@ from ..ssl.swav import Prototypes, SwAVQueue, freeze_prototypes_if_early, swappe
 from .d2s import ShallowHead, deep_to_shallow_loss, image_mlp
 from .multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes
 from .p2p import PixelToPixelHead, pixel_to_pixel_loss
-from .training import (Processes, build_sgd, cosine_schedule, fit, init_distributed, load_checkpoint, make_loader,
-                       save_checkpoint, unwrap, wrap_model)
+from ..distributed import DistContext, init_distributed
+from .training import (build_sgd, cosine_schedule, fit, load_checkpoint, make_loader, save_checkpoint, unwrap,
+                       wrap_model)
 
 
 @dataclass
@@ -195,7 +196,7 @@ class SwAVQueueSlot:
     """The queue of one process across epochs: created at ``epoch_queue_starts``, saved after every
     epoch in ``path`` and restored from it (its length rounded down to a multiple of the global batch)."""
 
-    def __init__(self, config, processes: Processes, path: Path):
+    def __init__(self, config, processes: DistContext, path: Path):
         global_batch = config.batch_size * processes.world_size
         self.length = (config.queue_length - config.queue_length % global_batch) // processes.world_size
         self.config, self.processes, self.path = config, processes, path

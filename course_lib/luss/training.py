@@ -11,52 +11,18 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
-from ..config import get_device, progress
+from ..config import progress
+from ..distributed import DistContext
 
 
-@dataclass(frozen=True)
-class Processes:
-    """This process's place in a (possibly single-process) run."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: str | torch.device | None = None) -> Processes:
-    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on CUDA); else one process.
-
-    On CUDA each process takes GPU ``LOCAL_RANK``."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = get_device(str(device) if device is not None else None)
-    if world_size == 1:
-        return Processes(0, 1, device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Processes(dist.get_rank(), dist.get_world_size(), device)
-
-
-def wrap_model(model: nn.Module, processes: Processes) -> nn.Module:
+def wrap_model(model: nn.Module, processes: DistContext) -> nn.Module:
     """The model on its device; ``DistributedDataParallel`` (with SyncBatchNorm on GPUs) when distributed."""
     model = model.to(processes.device)
     if not processes.distributed:
@@ -72,7 +38,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def make_loader(dataset: Dataset, batch_size: int, processes: Processes, shuffle: bool, seed: int,
+def make_loader(dataset: Dataset, batch_size: int, processes: DistContext, shuffle: bool, seed: int,
                 drop_last: bool, workers: int = 0) -> DataLoader:
     """A loader over this process's share (``DistributedSampler``) or the whole set, seeded; call
     ``loader.sampler.set_epoch(epoch)`` (see :func:`set_epoch`) for a new order every epoch."""
@@ -144,7 +110,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
         compute_losses: Callable[[dict, int], dict[str, torch.Tensor]], *, epochs: int, schedule: list[float],
-        processes: Processes, checkpoint_path: str | Path, config: dict, seed: int,
+        processes: DistContext, checkpoint_path: str | Path, config: dict, seed: int,
         lars_weight_decay: float | None = None, after_backward: Callable[[int], None] | None = None,
         on_epoch_start: Callable[[int], None] | None = None, on_epoch_end: Callable[[int], None] | None = None,
         max_steps: int | None = None, desc: str = "train") -> list[dict]:

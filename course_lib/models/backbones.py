@@ -35,12 +35,18 @@ def toy_vit_path() -> Path:
     return Path(str(resources.files("course_lib") / "assets" / TOY_VIT_ASSET))
 
 
-def backbone_cache_key(name: str) -> str:
-    """Name under which a backbone's features are cached: ``toy_vit`` carries a hash of its checkpoint,
-    so retraining the toy backbone never serves stale features."""
-    if name != "toy_vit" or not toy_vit_path().exists():
+def backbone_cache_key(name: str, backbone: nn.Module | None = None) -> str:
+    """Name under which a backbone's features (and runs built on them) are cached: ``name`` itself, except
+    ``toy_vit`` (retrained in place): ``toy_vit-w<sha256[:12]>`` of the loaded weights (``backbone``, or the
+    shipped checkpoint), so cached results always belong to the weights that computed them."""
+    if name != "toy_vit":
         return name
-    return f"toy_vit-{hashlib.sha256(toy_vit_path().read_bytes()).hexdigest()[:10]}"
+    weights = (backbone if backbone is not None else load_backbone("toy_vit")).state_dict()
+    digest = hashlib.sha256()
+    for key, tensor in sorted(weights.items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"toy_vit-w{digest.hexdigest()[:12]}"
 
 
 def load_dino_checkpoint(model: VisionTransformer, path: str | Path) -> VisionTransformer:

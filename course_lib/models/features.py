@@ -97,9 +97,7 @@ class FeatureCache:
         self.root = Path(root) if root is not None else cache_dir() / "features"
 
     def entry(self, backbone: str, dataset: str, split: str, resolution: int | str) -> Path:
-        """The entry's folder; ``toy_vit`` is keyed by its checkpoint's hash (see ``backbone_cache_key``)."""
-        from .backbones import backbone_cache_key
-        backbone = backbone_cache_key(backbone)
+        """The entry's folder (``backbone`` is the cache key, see :meth:`get_or_compute`)."""
         return self.root / _slug(backbone) / _slug(dataset) / _slug(split) / _slug(resolution)
 
     def load(self, backbone: str, dataset: str, split: str, resolution: int | str) -> FeatureSet | None:
@@ -131,20 +129,25 @@ class FeatureCache:
     def get_or_compute(self, backbone_name: str, dataset: Dataset, dataset_name: str, split: str,
                        resolution: int | str, backbone: nn.Module | FeatureFn | None = None,
                        batch_size: int = 16, device: str | torch.device | None = None) -> FeatureSet:
-        """Load the entry, or extract it with ``backbone`` (default ``load_backbone(backbone_name)``) and save it."""
-        cached = self.load(backbone_name, dataset_name, split, resolution)
+        """Load the entry, or extract it with ``backbone`` (default ``load_backbone(backbone_name)``) and save it.
+
+        Entries are keyed by :func:`~.backbones.backbone_cache_key` (for ``toy_vit``, a hash of its weights)."""
+        from .backbones import backbone_cache_key, load_backbone
+        if backbone is None and backbone_name == "toy_vit":
+            backbone = load_backbone(backbone_name, device=get_device(device))
+        key = backbone_cache_key(backbone_name, backbone if isinstance(backbone, nn.Module) else None)
+        cached = self.load(key, dataset_name, split, resolution)
         if cached is not None:
             if len(cached) != len(dataset):
                 raise ValueError(f"cached features at {cached.path} hold {len(cached)} images but the dataset has "
                                  f"{len(dataset)}: use another dataset name or delete the folder")
             return cached
         if backbone is None:
-            from .backbones import load_backbone
             backbone = load_backbone(backbone_name, device=get_device(device))
         device = next(backbone.parameters()).device if isinstance(backbone, nn.Module) else get_device(device)
         features, labels = extract_features(backbone, dataset, batch_size, device,
                                             desc=f"{backbone_name} features of {dataset_name}/{split}")
-        return self.save(backbone_name, dataset_name, split, resolution, features, labels)
+        return self.save(key, dataset_name, split, resolution, features, labels)
 
 
 def toy_features(backbone_name: str = "toy_vit", kind: str = "scenes", split: str = "val",

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .. import config as course_config
 from ..data import ToyWorld, VOC2012, normalize
 from ..data.transforms import crop_pair, resize_pair
+from ..distributed import init_distributed
 from ..evaluation import UnsupervisedMetrics
 from .loss import PrototypeMemory, segment_sort_loss, supervised_segment_sort_loss
 from .network import build_embedding_net, embed, load_embedding_net, save_embedding_net
@@ -125,26 +126,6 @@ FLAG_HELP = {
     "seed": "random seed (also the untrained baseline's initialisation)",
     "data_root": "dataset root (default: $COURSE_DATA)",
 }
-
-
-# ----------------------------------------------------------------------------- processes
-def distributed_setup(device: torch.device) -> tuple[int, int]:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); returns (rank, world size)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
-    return dist.get_rank(), world_size
-
-
-def process_device(preference: str | None) -> torch.device:
-    """The device of this process (``LOCAL_RANK``'s GPU under torchrun on CUDA)."""
-    device = course_config.get_device(preference)
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    return device
 
 
 # ----------------------------------------------------------------------------- data
@@ -439,8 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = process_device(args.device)
-    rank, world_size = distributed_setup(device)
+    context = init_distributed(args.device)
+    device, rank, world_size = context.device, context.rank, context.world_size
     args.out.mkdir(parents=True, exist_ok=True)
     course_config.seed_everything(cfg.seed + rank)
     start = time.perf_counter()

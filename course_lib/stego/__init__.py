@@ -27,7 +27,8 @@ from .head import StegoHead
 from .loss import stego_loss
 from .model import StegoModel
 from .pairs import cached_knn_table, derangement, draw_positives, global_descriptors, knn_table
-from .trainer import CachedPairs, DistContext, OnlinePairs, init_distributed, train_stego
+from ..distributed import DistContext, init_distributed
+from .trainer import CachedPairs, OnlinePairs, train_stego
 
 __all__ = [
     "OFFICIAL_CONFIGS", "TOY_CONFIG", "CachedPairs", "DistContext", "EvalBatch", "OnlinePairs", "StegoConfig",

@@ -16,7 +16,7 @@ from torch import nn
 from .configs import StegoConfig
 from .diagnostics import calibrate_shifts
 from .experiment import StegoData, prepare_data, run_experiment
-from .trainer import DistContext
+from ..distributed import DistContext
 
 RETRAINED = {
     "no 0-clamp": {"zero_clamp": False},

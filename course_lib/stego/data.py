@@ -1,7 +1,5 @@
 """What STEGO trains and evaluates on: cached frozen features (toy world) or images (full scale).
 
-- :func:`features_key`: the name feature caches are stored under; for the shipped toy backbone it
-  includes a hash of the loaded weights, so a new checkpoint never reuses stale features.
 - :class:`FiveCrops` / :class:`HorizontalFlip`: dataset views (STEGO's five-crop of the toy world; the
   flipped copies whose codes are averaged at evaluation).
 - :func:`toy_split_features`: cached features of a toy-world split (optionally five-cropped / flipped).
@@ -11,7 +9,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -25,20 +22,6 @@ from ..models.features import FeatureCache, FeatureSet, run_backbone
 from .pairs import draw_positives
 
 FULL_DATASETS = {"cocostuff27": CocoStuff27, "cityscapes27": Cityscapes27}
-
-
-def features_key(name: str, backbone: nn.Module) -> str:
-    """The name features of ``backbone`` are cached under: ``name`` for the official DINO weights; for
-    ``toy_vit`` (retrained in place) ``toy_vit-w<sha256[:12]>`` of the loaded weights, so cached features
-    and kNN tables always belong to the weights that computed them, even if the checkpoint file is
-    replaced while a run is going."""
-    if name != "toy_vit":
-        return name
-    digest = hashlib.sha256()
-    for key, tensor in sorted(backbone.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return f"toy_vit-w{digest.hexdigest()[:12]}"
 
 
 class FiveCrops(Dataset):
@@ -91,7 +74,8 @@ def toy_split_features(backbone: nn.Module, backbone_name: str, split: str, n_im
                        cache: FeatureCache | None = None, batch_size: int = 50) -> FeatureSet:
     """Cached features N×C×h×w (fp16) and labels of a toy-world split, five-cropped and/or flipped.
 
-    Stored under :func:`features_key` ``(backbone_name, backbone)`` in ``cache`` (default ``COURSE_CACHE/features``).
+    Stored in ``cache`` (default ``COURSE_CACHE/features``) under
+    :func:`course_lib.models.backbones.backbone_cache_key` ``(backbone_name, backbone)``.
     """
     world = toy_world(split, n_images, size, seed)
     dataset: Dataset = FiveCrops(world) if five_crop else world
@@ -99,7 +83,7 @@ def toy_split_features(backbone: nn.Module, backbone_name: str, split: str, n_im
         dataset = HorizontalFlip(dataset)
     name = toy_dataset_name(len(world), seed, five_crop, flipped)
     device = next(backbone.parameters()).device
-    return (cache or FeatureCache()).get_or_compute(features_key(backbone_name, backbone), dataset, name, split, size,
+    return (cache or FeatureCache()).get_or_compute(backbone_name, dataset, name, split, size,
                                                     backbone=backbone, batch_size=batch_size, device=device)
 
 

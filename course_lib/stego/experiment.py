@@ -20,12 +20,12 @@ from torch.utils.data import Dataset
 
 from ..config import cache_dir
 from ..models.feature_correspondences import kmeans_segmentation
+from ..models.backbones import backbone_cache_key
 from ..models.features import FeatureCache, FeatureSet
 from .configs import StegoConfig
 from .data import (
     HorizontalFlip,
     dataset_features,
-    features_key,
     full_dataset,
     toy_dataset_name,
     toy_split_features,
@@ -35,7 +35,8 @@ from .diagnostics import calibrate_shifts
 from .evaluate import EvalBatch, evaluate_stego
 from .model import StegoModel
 from .pairs import cached_knn_table, global_descriptors
-from .trainer import CachedPairs, DistContext, OnlinePairs, train_stego
+from ..distributed import DistContext
+from .trainer import CachedPairs, OnlinePairs, train_stego
 
 
 @dataclass
@@ -79,7 +80,7 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
     """
     context = context or DistContext(device=next(backbone.parameters()).device)
     cache = cache or FeatureCache()
-    key = features_key(config.backbone, backbone)
+    key = backbone_cache_key(config.backbone, backbone)
     if config.dataset == "toy":
         if online:
             raise ValueError("the toy world trains on cached features; online feature extraction is for full scale")

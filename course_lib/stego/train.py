@@ -30,12 +30,11 @@ import torch
 import torch.distributed as dist
 
 from .. import config as course_config
-from ..models.backbones import load_backbone
+from ..models.backbones import backbone_cache_key, load_backbone
 from .ablations import run_ablations
 from .configs import TOY_CONFIG, stego_config
-from .data import features_key
 from .experiment import kmeans_baseline, prepare_data, run_experiment
-from .trainer import init_distributed
+from ..distributed import init_distributed
 
 TOY_SIZES = {"n_train": 1000, "n_val": 200, "size": 96}
 
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "baseline_kmeans_mIoU": baseline["mIoU"], "baseline_kmeans_accuracy": baseline["accuracy"],
         "ablations": ablations, "n_classes": data.n_classes, "classes": data.classes,
         "n_train": len(data.source.table), "n_val": len(data.val), "world_size": context.world_size,
-        "backbone_key": features_key(config.backbone, backbone), "device": str(context.device),
+        "backbone_key": backbone_cache_key(config.backbone, backbone), "device": str(context.device),
         "seconds": time.perf_counter() - started, "config": config.to_dict(), "history": result["history"],
     })
     _write_outputs(out, metrics)
@@ -130,10 +129,10 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def toy_run_dir() -> Path:
     """Where lessons 03 and 04 keep the toy CLI run: ``COURSE_CACHE/stego/runs/<toy backbone key>-<config
-    hash>`` (:func:`~.data.features_key`: a retrained toy backbone or a changed toy configuration gets a new
+    hash>`` (:func:`course_lib.models.backbones.backbone_cache_key`: a retrained toy backbone or a changed toy configuration gets a new
     folder)."""
     config_hash = hashlib.sha256(json.dumps(TOY_CONFIG.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return course_config.cache_dir() / "stego" / "runs" / f"{features_key('toy_vit', load_backbone('toy_vit'))}-{config_hash}"
+    return course_config.cache_dir() / "stego" / "runs" / f"{backbone_cache_key('toy_vit')}-{config_hash}"
 
 
 SHIPPED_RUNS = Path(__file__).resolve().parent.parent / "assets" / "stego_toy"

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import get_device, progress, progress_disabled
+from ..config import progress, progress_disabled
+from ..distributed import DistContext
 from ..evaluation.probes import spherical_kmeans_plus_plus
 from ..models.features import run_backbone
 from .configs import StegoConfig
@@ -37,42 +36,6 @@ from .model import StegoModel
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 LOSS_KEYS = ("self", "knn", "rand", "correlation", "linear", "cluster", "total")
-
-
-@dataclass
-class DistContext:
-    """Where this process runs: its rank among ``world_size`` processes and its device."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-
-def init_distributed(device: str | None = None) -> DistContext:
-    """Join torchrun's process group if there is one (NCCL on CUDA, else gloo); pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistContext(0, 1, get_device(device))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = get_device(device)
-    if chosen.type == "cuda":
-        chosen = torch.device("cuda", local_rank)
-        torch.cuda.set_device(chosen)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
-    return DistContext(rank, world_size, chosen)
 
 
 class CachedPairs:
