@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from course_lib.models import load_backbone, toy_vit_path
-from course_lib.ssl.dino import DINOConfig, DINOHead, DINOLoss, MultiCrop, cosine_schedule, load_toy_vit, train_dino
+from course_lib.ssl.dino import (
+    DINOConfig,
+    DINOHead,
+    DINOLoss,
+    MultiCrop,
+    cosine_schedule,
+    load_toy_vit,
+    train_dino,
+)
 
 
 def test_dino_loss_matches_hand_computation():
@@ -121,3 +129,50 @@ def test_dense_loss_ignores_non_overlapping_crops():
     assert loss.item() == 0.0
     same = torch.tensor([[[0.0, 0.0, 20.0, 20.0, 0.0], [0.0, 0.0, 20.0, 20.0, 0.0]]])
     assert loss_fn(student, teacher, same).item() > 0
+
+
+def test_native_scale_crops_keep_pixels_unresized():
+    image = torch.randint(0, 256, (3, 96, 96), dtype=torch.uint8)
+    crop = MultiCrop(global_size=64, local_size=32, n_local=1, jitter_p=0.0, grayscale_p=0.0, blur=False,
+                     native_scale=True)
+    views, boxes = crop.with_boxes(image)
+    for view, (top, left, h, w, flip) in zip(views, boxes.long().tolist()):
+        assert (h, w) == (64, 64)
+        original = image[:, top:top + 64, left:left + 64]
+        expected = original.flip(-1) if flip else original
+        if not torch.equal(view, expected):  # only the second global view may be solarised (p 0.2)
+            assert torch.equal(view, torch.where(expected >= 128, 255 - expected, expected))
+
+
+def test_random_recolour_keeps_texture_and_drops_colour():
+    from course_lib.ssl.dino import RandomRecolour
+    torch.manual_seed(0)
+    grey = torch.rand(32, 32)
+    red = torch.stack([grey, 0.2 * grey, 0.1 * grey]) * 255
+    out = torch.stack([RandomRecolour(1.0)(red.round().to(torch.uint8)).float() for _ in range(20)])
+    luminance = (out * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1)       # 20×32×32
+    # each recolouring is a monotone (or inverted) function of the input's grey levels …
+    order = grey.flatten().argsort()
+    steps = luminance.flatten(1)[:, order].diff(dim=1)
+    monotone = ((steps >= -2).float().mean(1) > 0.95) | ((steps <= 2).float().mean(1) > 0.95)
+    assert monotone.all()
+    # … while the mean colour varies from one recolouring to the next
+    assert out.mean((2, 3)).std(0).min() > 10
+    assert torch.equal(RandomRecolour(0.0)(red.to(torch.uint8)), red.to(torch.uint8))
+
+
+def test_patch_contrast_loss_rewards_matching_locations():
+    from course_lib.ssl.dino import PatchContrastLoss
+    torch.manual_seed(0)
+    loss_fn = PatchContrastLoss(embed_dim=16, proj_dim=16, n_samples=10_000)
+    with torch.no_grad():  # identity projector, so the tokens themselves are compared
+        loss_fn.proj[0].weight.copy_(torch.eye(256, 16)); loss_fn.proj[0].bias.zero_()
+        loss_fn.proj[2].weight.copy_(torch.eye(16, 256)); loss_fn.proj[2].bias.zero_()
+        loss_fn.proj[1] = torch.nn.Identity()
+    boxes = torch.tensor([[0.0, 0.0, 32.0, 32.0, 0.0], [0.0, 0.0, 32.0, 32.0, 0.0]]).expand(4, 2, 5)
+    tokens = torch.randn(4, 16, 16)
+    matched = loss_fn([tokens, tokens], boxes)
+    shuffled = loss_fn([tokens, tokens[:, torch.randperm(16)]], boxes)
+    assert matched < shuffled
+    apart = torch.tensor([[0.0, 0.0, 16.0, 16.0, 0.0], [40.0, 40.0, 16.0, 16.0, 0.0]]).expand(4, 2, 5)
+    assert loss_fn([tokens, tokens], apart).item() == 0.0

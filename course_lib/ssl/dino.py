@@ -12,14 +12,26 @@ teacher's batch means (centering); sharpening and centering together avoid colla
 gradient descent, the teacher is an EMA of the student: θt ← λ θt + (1 - λ) θs, λ following a cosine
 schedule from ``momentum_teacher`` to 1 (eq. 2 of the paper's §3.1).
 
-**One addition for the toy backbone (``DINOConfig.dense_weight``, 0 = plain DINO).** DINO learns
-semantic patch tokens only implicitly, over hundreds of GPU-epochs; with the course's budget (minutes on
-two CPU cores) plain DINO did not get past collapse (its loss climbed back to log K). The toy backbone therefore
-adds the same self-distillation at the patch level between the two global crops: each student patch token
-predicts the centred, sharpened teacher distribution at the same image location in the other global crop
-(known from the crop boxes; non-overlapping patches contribute nothing), as in dense extensions of DINO such
-as iBOT's patch loss (without masking). Everything else is DINO: momentum teacher, centering, sharpening,
-multi-crop, the [CLS] loss.
+**The toy backbone's recipe (``DINOConfig`` defaults) and why it departs from plain DINO.** DINO learns
+semantic patch tokens only implicitly, over hundreds of GPU-epochs. With the course's budget (minutes on two CPU
+cores) plain DINO never left collapse: within a few hundred steps the [CLS] features of all images became
+nearly identical and the loss sat at log K, with or without a patch-level DINO term (``dense_weight``, each
+student patch token predicting the teacher's distribution at the same image location in the other global crop,
+as in iBOT's patch loss without masking). The toy run therefore changes three things, each measured:
+
+1. **Augmentations that match the toy world's nuisances** (the invariances a self-supervised method learns
+   are the ones its augmentations encode): crops at the image's own pixel scale (``native_scale``: toy
+   textures keep their scale, so resizing would only teach scale invariance the classes do not need), no
+   Gaussian blur (it wipes out the fine textures that define the classes), and :class:`RandomRecolour`, which
+   recolours each view the way the toy world colourises its regions, so that colour, the shortcut that matches
+   two views of one image, is gone.
+2. **A convolutional stem** (``conv_stem``) instead of the linear patchify projection: a small ViT trained
+   from scratch on little data needs the local bias of a few convolutions to see texture.
+3. **A cross-view patch InfoNCE term** (:class:`PatchContrastLoss`, ``contrast_weight``): each student patch
+   token must recognise the token at the same image location in the other global crop among the patches of
+   the other images, as in dense contrastive methods (DenseCL). Unlike DINO's self-distillation targets, this
+   signal exists from the first step, so training leaves the collapsed start; DINO's [CLS] loss (eq. 1-4)
+   is kept unchanged beside it.
 
 ``python -m course_lib.ssl.dino --out DIR`` trains the course's tiny toy backbone on the toy world
 (the checkpoint shipped in ``course_lib/assets/toy_vit.pt`` was made this way; see its JSON).
@@ -131,6 +143,29 @@ def random_resized_box(height: int, width: int, scale: tuple[float, float],
     return 0, 0, height, width
 
 
+class RandomRecolour:
+    """Recolour a 3×H×W uint8 crop (p ``p``): its grey levels, through a random gamma (0.5-2) and a random
+    polarity, are mapped between two random colours.
+
+    The toy world colourises every region this way (``course_lib.data.toyworld``), so colour and polarity
+    are nuisances by construction; after this augmentation two views of one image agree only in texture and
+    shape, which is what the features should encode.
+    """
+
+    def __init__(self, p: float = 1.0):
+        self.p = p
+
+    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) >= self.p:
+            return crop
+        grey = (crop.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0) / 255
+        grey = grey.clamp(0, 1) ** math.exp(float(torch.empty(()).uniform_(math.log(0.5), math.log(2.0))))
+        if float(torch.rand(())) < 0.5:
+            grey = 1 - grey
+        dark, light = torch.rand(3) * 0.5, 0.5 + torch.rand(3) * 0.5
+        return ((dark[:, None, None] + grey * (light - dark)[:, None, None]) * 255).round().to(torch.uint8)
+
+
 class MultiCrop:
     """DINO's multi-crop augmentation on one 3×H×W uint8 image → list of crops (and the global crops' boxes).
 
@@ -144,21 +179,29 @@ class MultiCrop:
     def __init__(self, global_size: int = 64, local_size: int = 32, n_local: int = 4,
                  global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1), jitter_p: float = 0.8,
-                 grayscale_p: float = 0.2):
+                 grayscale_p: float = 0.2, blur: bool = True, recolour_p: float = 0.0, native_scale: bool = False):
         colour = [v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p), v2.RandomGrayscale(p=grayscale_p)]
+        if recolour_p > 0:
+            colour.append(RandomRecolour(recolour_p))
 
-        def blur(p: float) -> v2.Transform:
-            return v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.0))], p=p)
+        def blur_(p: float) -> list[v2.Transform]:
+            return [v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.0))], p=p)] if blur else []
 
-        self.global_styles = [v2.Compose([*colour, blur(1.0)]),
-                              v2.Compose([*colour, blur(0.1), v2.RandomSolarize(128, p=0.2)])]
-        self.local_style = v2.Compose([*colour, blur(0.5)])
+        self.global_styles = [v2.Compose([*colour, *blur_(1.0)]),
+                              v2.Compose([*colour, *blur_(0.1), v2.RandomSolarize(128, p=0.2)])]
+        self.local_style = v2.Compose([*colour, *blur_(0.5)])
         self.global_size, self.local_size, self.n_local = global_size, local_size, n_local
         self.global_scale, self.local_scale = global_scale, local_scale
+        self.native_scale = native_scale
 
     def _view(self, image: torch.Tensor, size: int, scale: tuple[float, float],
               style: v2.Transform) -> tuple[torch.Tensor, torch.Tensor]:
-        top, left, h, w = random_resized_box(image.shape[-2], image.shape[-1], scale)
+        if self.native_scale:
+            h = w = min(size, image.shape[-2], image.shape[-1])
+            top = int(torch.randint(0, image.shape[-2] - h + 1, ()))
+            left = int(torch.randint(0, image.shape[-1] - w + 1, ()))
+        else:
+            top, left, h, w = random_resized_box(image.shape[-2], image.shape[-1], scale)
         crop = v2.functional.resized_crop(image, top, left, h, w, [size, size], antialias=True)
         flip = bool(torch.rand(()) < 0.5)
         if flip:
@@ -228,7 +271,7 @@ class DenseDINOLoss(nn.Module):
         boxes: B×2×5 crop boxes. Returns the mean cross-entropy over overlapping patches."""
         temp = self.teacher_temp if teacher_temp is None else teacher_temp
         batch, n, k = teacher_patches[0].shape
-        side = int(math.isqrt(n))
+        side = math.isqrt(n)
         total, count = student_patches[0].new_zeros(()), 0
         for u, v in ((0, 1), (1, 0)):
             probs = F.softmax((teacher_patches[u].detach() - self.center) / temp, dim=-1)
@@ -245,6 +288,48 @@ class DenseDINOLoss(nn.Module):
         return total / max(count, 1)
 
     update_center = DINOLoss.update_center
+
+
+class PatchContrastLoss(nn.Module):
+    """Cross-view patch InfoNCE between the two global crops (the toy backbone's second addition to DINO).
+
+    Each student patch token of crop v, through a small projector (Linear, GELU, Linear, L2 norm), must pick
+    out the token at the same image location in crop u (bilinear on u's patch grid) among the patches of
+    the *other* images of the batch (InfoNCE at temperature τ, as in dense contrastive methods such as
+    DenseCL). Patches of the same image are left out of the denominator, so regions of one image are never
+    pushed apart; ``n_samples`` overlapping patches per direction are drawn at random. Unlike DINO's targets,
+    this signal exists from the first step, which is what lets the toy backbone leave the collapsed start.
+    """
+
+    def __init__(self, embed_dim: int, proj_dim: int = 64, hidden_dim: int = 256, temperature: float = 0.1,
+                 n_samples: int = 1024):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, proj_dim))
+        self.temperature, self.n_samples = temperature, n_samples
+
+    def forward(self, patches: list[torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        """patches: per global crop, B×N×C tokens on a square grid; boxes: B×2×5. Returns the mean InfoNCE."""
+        z = [F.normalize(self.proj(t), dim=-1) for t in patches]
+        batch, n, dim = z[0].shape
+        side = math.isqrt(n)
+        image_of = torch.arange(batch, device=z[0].device)[:, None].expand(batch, n)
+        total = z[0].new_zeros(())
+        for v, u in ((0, 1), (1, 0)):
+            grid, valid = corresponding_grid(boxes[:, v], boxes[:, u], (side, side))
+            partner = F.grid_sample(z[u].transpose(1, 2).reshape(batch, dim, side, side), grid.to(z[u].device),
+                                    mode="bilinear", padding_mode="border", align_corners=False)
+            partner = F.normalize(partner.flatten(2).transpose(1, 2), dim=-1)                 # B×N×D
+            keep = valid.flatten(1).to(z[v].device)
+            if not keep.any():
+                continue  # the crops do not overlap
+            anchors, positives, images = z[v][keep], partner[keep], image_of[keep]
+            pick = torch.randperm(len(anchors), device=anchors.device)[:self.n_samples]
+            anchors, positives, images = anchors[pick], positives[pick], images[pick]
+            logits = anchors @ positives.t() / self.temperature
+            same_image = (images[:, None] == images[None, :]).fill_diagonal_(False)
+            logits = logits.masked_fill(same_image, float("-inf"))
+            total = total + F.cross_entropy(logits, torch.arange(len(anchors), device=logits.device)) / 2
+        return total
 
 
 def cosine_schedule(start: float, end: float, step: int, total: int, warmup: int = 0,
@@ -264,7 +349,7 @@ class DINOConfig:
     depth: int = 4
     num_heads: int = 4
     img_size: int = 64          # position-embedding grid = global crop size / patch size
-    conv_stem: bool = False     # convolutional stem instead of the patchify projection
+    conv_stem: bool = True      # convolutional stem instead of the patchify projection
     out_dim: int = 256          # K
     n_train_images: int = 2000  # toy-world scenes (train split), rendered at image_size
     image_size: int = 96
@@ -272,8 +357,8 @@ class DINOConfig:
     local_size: int = 32
     n_local: int = 2
     batch_size: int = 32
-    epochs: int = 20
-    lr: float = 2e-4            # peak AdamW learning rate for a batch of 64 (scaled linearly), after warm-up
+    epochs: int = 40
+    lr: float = 1e-3            # peak AdamW learning rate for a batch of 64 (scaled linearly), after warm-up
     min_lr: float = 1e-6
     warmup_epochs: int = 2
     weight_decay: float = 0.04  # cosine to weight_decay_end (DINO: 0.04 → 0.4)
@@ -290,7 +375,11 @@ class DINOConfig:
     jitter: tuple = (0.4, 0.4, 0.4, 0.5)
     jitter_p: float = 1.0
     grayscale_p: float = 0.5
-    dense_weight: float = 1.0   # weight of the patch-level term (0 = plain DINO)
+    recolour_p: float = 1.0     # RandomRecolour: the toy world's own colour nuisance (0 = off)
+    blur: bool = False          # DINO's Gaussian blur (it also wipes out fine textures)
+    native_scale: bool = True   # crops at the image's pixel scale (no resizing), as toy textures keep theirs
+    dense_weight: float = 0.0   # weight of the patch-level DINO term (0 = none)
+    contrast_weight: float = 1.0  # weight of the cross-view patch InfoNCE term (PatchContrastLoss; 0 = plain DINO)
     freeze_last_layer_epochs: int = 1
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -318,8 +407,9 @@ def _crops_batch(images: torch.Tensor, augment: MultiCrop) -> tuple[list[torch.T
 
 def dino_loss(student: nn.ModuleDict, teacher: nn.ModuleDict, crops: list[torch.Tensor], boxes: torch.Tensor,
               criterion: DINOLoss, dense_criterion: DenseDINOLoss, dense_weight: float,
-              teacher_temp: float) -> torch.Tensor:
-    """DINO's [CLS] loss over all crops, plus ``dense_weight`` × the patch-level loss on the global crops."""
+              teacher_temp: float, contrast_weight: float = 0.0) -> torch.Tensor:
+    """DINO's [CLS] loss over all crops, plus ``dense_weight`` × the patch-level DINO loss and
+    ``contrast_weight`` × the patch InfoNCE (``student["contrast"]``) on the global crops."""
     teacher_tokens = [teacher["backbone"].forward_tokens(c) for c in crops[:2]]
     student_tokens = [student["backbone"].forward_tokens(c) for c in crops[:2]]
     teacher_out = [teacher["head"](t[:, 0]) for t in teacher_tokens]
@@ -330,6 +420,8 @@ def dino_loss(student: nn.ModuleDict, teacher: nn.ModuleDict, crops: list[torch.
         dense = dense_criterion([student["head"](t[:, 1:]) for t in student_tokens],
                                 [teacher["head"](t[:, 1:]) for t in teacher_tokens], boxes, teacher_temp)
         loss = loss + dense_weight * dense
+    if contrast_weight > 0:
+        loss = loss + contrast_weight * student["contrast"]([t[:, 1:] for t in student_tokens], boxes)
     return loss
 
 
@@ -347,8 +439,10 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
     seed_everything(config.seed)
     images = render_training_images(config)
     augment = MultiCrop(config.global_size, config.local_size, config.n_local, jitter=tuple(config.jitter),
-                        jitter_p=config.jitter_p, grayscale_p=config.grayscale_p)
-    student = nn.ModuleDict({"backbone": build_vit(config), "head": DINOHead(config.embed_dim, config.out_dim)})
+                        jitter_p=config.jitter_p, grayscale_p=config.grayscale_p, blur=config.blur,
+                        recolour_p=config.recolour_p, native_scale=config.native_scale)
+    student = nn.ModuleDict({"backbone": build_vit(config), "head": DINOHead(config.embed_dim, config.out_dim),
+                             "contrast": PatchContrastLoss(config.embed_dim)})
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -392,7 +486,7 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
                                            config.warmup_teacher_temp)
             crops, boxes = _crops_batch(images[order[i * config.batch_size:(i + 1) * config.batch_size]], augment)
             loss = dino_loss(student, teacher, [c.to(device) for c in crops], boxes, criterion, dense_criterion,
-                             config.dense_weight, teacher_temp)
+                             config.dense_weight, teacher_temp, config.contrast_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
@@ -436,14 +530,24 @@ def save_backbone(backbone: VisionTransformer, config: DINOConfig, path: str | P
     Path(path).with_suffix(".tmp").replace(path)
 
 
+def training_command(config: DINOConfig) -> str:
+    """The ``python -m course_lib.ssl.dino`` command line that reproduces ``config``."""
+    flags = [f"--{name.replace('_', '-')} {getattr(config, name)}" for name in _VALUE_FLAGS]
+    flags += [f"--{'' if getattr(config, name) else 'no-'}{name.replace('_', '-')}" for name in _SWITCHES]
+    return "python -m course_lib.ssl.dino --out OUT " + " ".join(flags)
+
+
+_VALUE_FLAGS = ("epochs", "n_train_images", "batch_size", "lr", "out_dim", "dense_weight", "contrast_weight",
+                "recolour_p")
+_SWITCHES = ("conv_stem", "native_scale", "blur")
+
+
 def write_training_record(out_dir: str | Path, config: DINOConfig, device: torch.device | str) -> Path:
     """``out_dir/toy_vit.json``: config, reproducing command, hardware and the per-epoch log so far."""
     out_dir = Path(out_dir)
     log = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     record = {
-        "command": f"python -m course_lib.ssl.dino --out OUT --epochs {config.epochs} "
-                   f"--n-train-images {config.n_train_images} --batch-size {config.batch_size} "
-                   f"--dense-weight {config.dense_weight}" + (" --conv-stem" if config.conv_stem else ""),
+        "command": training_command(config),
         "config": asdict(config), "epochs_done": len(log),
         "training_seconds": log[-1]["seconds"] if log else 0.0,
         "hardware": {"device": str(device), "cpu": platform.processor() or platform.machine(),
@@ -460,7 +564,8 @@ def load_toy_vit(path: str | Path, random_init: bool = False) -> VisionTransform
     """Load a backbone written by :func:`save_backbone` (strict), in fp32 and eval mode
     (``random_init``: its architecture only, weights left at their random initialisation)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    known = {k: v for k, v in blob["config"].items() if k in DINOConfig.__dataclass_fields__}
+    known = {"conv_stem": False,  # checkpoints written before the option existed have none
+             **{k: v for k, v in blob["config"].items() if k in DINOConfig.__dataclass_fields__}}
     model = build_vit(DINOConfig(**known))
     if not random_init:
         model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=True)
@@ -470,20 +575,20 @@ def load_toy_vit(path: str | Path, random_init: bool = False) -> VisionTransform
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the toy ViT backbone with DINO on toy-world scenes.")
     parser.add_argument("--out", required=True, help="output folder (checkpoint.pt, log.jsonl, toy_vit.pt)")
-    parser.add_argument("--epochs", type=int, default=DINOConfig.epochs)
-    parser.add_argument("--n-train-images", type=int, default=DINOConfig.n_train_images)
-    parser.add_argument("--batch-size", type=int, default=DINOConfig.batch_size)
-    parser.add_argument("--dense-weight", type=float, default=DINOConfig.dense_weight,
-                        help="weight of the patch-level term (0 = plain DINO)")
-    parser.add_argument("--conv-stem", action="store_true", help="convolutional stem instead of patchify")
+    for name in _VALUE_FLAGS:
+        default = getattr(DINOConfig, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    for name, help_ in zip(_SWITCHES, ("convolutional stem instead of patchify", "crop at the image's pixel scale",
+                                       "DINO's Gaussian blur")):
+        parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                            default=getattr(DINOConfig, name), help=help_)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--time-budget", type=float, default=None, help="stop after the epoch past this (s)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = DINOConfig(epochs=args.epochs, n_train_images=args.n_train_images, batch_size=args.batch_size,
-                        dense_weight=args.dense_weight, conv_stem=args.conv_stem)
+    config = DINOConfig(**{name: getattr(args, name) for name in (*_VALUE_FLAGS, *_SWITCHES)})
     train_dino(config, args.out, args.device, args.time_budget)
 
 
