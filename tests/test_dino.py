@@ -145,7 +145,7 @@ def test_native_scale_crops_keep_pixels_unresized():
 
 
 def test_random_recolour_keeps_texture_and_drops_colour():
-    from course_lib.ssl.dino import RandomRecolour
+    from course_lib.data.transforms import RandomRecolour
     torch.manual_seed(0)
     grey = torch.rand(32, 32)
     red = torch.stack([grey, 0.2 * grey, 0.1 * grey]) * 255

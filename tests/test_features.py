@@ -119,3 +119,22 @@ def test_kmeans_segmentation_recovers_separable_classes():
     features = torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2).float() + 0.01
     result = kmeans_segmentation(features, labels, 4)
     assert result["mIoU"] == pytest.approx(100.0) and result["predictions"].shape == (6, 4, 4)
+
+
+def test_kmeans_baseline_with_crf_scores_the_same_clusters_refined():
+    from pathlib import Path
+
+    from course_lib.models.features import FeatureSet
+    from course_lib.stego import StegoData, kmeans_baseline
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.zeros(4, 16, 16, dtype=torch.long)
+    labels[:, :, 8:] = 1                                            # left half class 0, right half class 1
+    features = torch.nn.functional.one_hot(labels[:, ::4, ::4], 2).permute(0, 3, 1, 2).float()
+    features = features + 0.3 * torch.rand(features.shape, generator=generator)
+    images = [{"image": (labels[i] == 1).float().expand(3, 16, 16)} for i in range(4)]   # the halves differ in colour
+    val = FeatureSet(features.half(), labels, Path("."))
+    data = StegoData(None, val, val, images, ["a", "b"])
+    scores = kmeans_baseline(data, crf=True, crf_workers=1)
+    assert scores["mIoU"] > 50 and scores["mIoU_crf"] >= scores["mIoU"]
+    assert set(scores) == {"mIoU", "accuracy", "mIoU_crf", "accuracy_crf"}
+    assert kmeans_segmentation(features, labels, 2)["centres"].shape == (2, 2)

@@ -18,6 +18,7 @@ from .transforms import (
     Compose,
     RandomCrop,
     RandomHorizontalFlip,
+    RandomRecolour,
     Resize,
     denormalize,
     normalize,
@@ -28,7 +29,7 @@ __all__ = [
     "CITYSCAPES27_CLASSES", "COCOSTUFF27_CLASSES", "DATA_SCRIPT_COMMANDS", "IMAGENET_MEAN", "IMAGENET_STD",
     "OBJECT_CLASSES", "SCENE_CLASSES", "VOC_CLASSES", "CenterCrop", "Cityscapes27", "CocoStuff27", "Compose",
     "DatasetLayoutError", "DatasetNotFoundError", "FiveCropDataset", "ImageNetS", "LabelEncodingError",
-    "RandomCrop", "RandomHorizontalFlip", "Resize", "ToyWorld", "VOC2012", "denormalize", "five_crop",
+    "RandomCrop", "RandomHorizontalFlip", "RandomRecolour", "Resize", "ToyWorld", "VOC2012", "denormalize", "five_crop",
     "five_crop_boxes", "normalize", "prepare_five_crop", "read_imagenet_s_categories", "read_imagenet_s_png",
     "write_imagenet_s_layout", "write_imagenet_s_png",
 ]

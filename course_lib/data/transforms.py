@@ -12,6 +12,7 @@ Sizes follow torchvision: ``Resize(s)`` scales the short side to ``s`` (long sid
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -171,3 +172,29 @@ class Compose:
 
     def __repr__(self) -> str:
         return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
+
+
+class RandomRecolour:
+    """Recolour a 3×H×W crop (uint8, or float in [0, 1]; the dtype is kept) with probability ``p``: its grey
+    levels, through a random gamma (0.5-2) and a random polarity, are mapped between two random colours.
+
+    The toy world colourises every region this way (:mod:`course_lib.data.toyworld`), so colour and polarity
+    are nuisances by construction; after this augmentation two views of one image agree only in texture and
+    shape, which is what self-supervised features of the toy world should encode.
+    """
+
+    def __init__(self, p: float = 1.0):
+        self.p = p
+
+    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) >= self.p:
+            return crop
+        scale = 1.0 if crop.is_floating_point() else 255.0
+        weights = torch.tensor([0.299, 0.587, 0.114], device=crop.device)[:, None, None]
+        grey = ((crop.float() * weights).sum(0) / scale).clamp(0, 1)
+        grey = grey ** math.exp(float(torch.empty(()).uniform_(math.log(0.5), math.log(2.0))))
+        if float(torch.rand(())) < 0.5:
+            grey = 1 - grey
+        dark, light = torch.rand(3, device=crop.device) * 0.5, 0.5 + torch.rand(3, device=crop.device) * 0.5
+        out = dark[:, None, None] + grey * (light - dark)[:, None, None]
+        return out.to(crop.dtype) if crop.is_floating_point() else (out * 255).round().to(crop.dtype)

@@ -107,13 +107,13 @@ def kmeans_segmentation(features: torch.Tensor, labels: torch.Tensor, n_classes:
     Args:
         features: N×C×h×w. labels: N×H×W (``< 0`` ignored).
     Returns:
-        ``UnsupervisedMetrics.compute()`` plus ``"predictions"`` (N×H×W cluster ids).
+        ``UnsupervisedMetrics.compute()`` plus ``"predictions"`` (N×H×W cluster ids) and ``"centres"`` (K×C).
     """
     kmeans = MiniBatchSphericalKMeans(n_classes, epochs=epochs, seed=seed, device="cpu").fit(features.float())
     predictions = kmeans.predict(features.float(), size=tuple(labels.shape[-2:]))
     metrics = UnsupervisedMetrics(n_classes)
     metrics.update(predictions, labels)
-    return {**metrics.compute(), "predictions": predictions}
+    return {**metrics.compute(), "predictions": predictions, "centres": kmeans.cluster_centers_}
 
 
 def quality_report(n_images: int = 200, size: int = 96, seed: int = 0) -> dict[str, float]:

@@ -56,7 +56,7 @@ from torchvision.transforms import v2
 
 from ..config import get_device, progress, seed_everything
 from ..data.toyworld import ToyWorld
-from ..data.transforms import normalize
+from ..data.transforms import RandomRecolour, normalize
 from ..models.vit import VisionTransformer
 
 
@@ -141,29 +141,6 @@ def random_resized_box(height: int, width: int, scale: tuple[float, float],
             left = int(torch.randint(0, width - w + 1, ()))
             return top, left, h, w
     return 0, 0, height, width
-
-
-class RandomRecolour:
-    """Recolour a 3×H×W uint8 crop (p ``p``): its grey levels, through a random gamma (0.5-2) and a random
-    polarity, are mapped between two random colours.
-
-    The toy world colourises every region this way (``course_lib.data.toyworld``), so colour and polarity
-    are nuisances by construction; after this augmentation two views of one image agree only in texture and
-    shape, which is what the features should encode.
-    """
-
-    def __init__(self, p: float = 1.0):
-        self.p = p
-
-    def __call__(self, crop: torch.Tensor) -> torch.Tensor:
-        if float(torch.rand(())) >= self.p:
-            return crop
-        grey = (crop.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0) / 255
-        grey = grey.clamp(0, 1) ** math.exp(float(torch.empty(()).uniform_(math.log(0.5), math.log(2.0))))
-        if float(torch.rand(())) < 0.5:
-            grey = 1 - grey
-        dark, light = torch.rand(3) * 0.5, 0.5 + torch.rand(3) * 0.5
-        return ((dark[:, None, None] + grey * (light - dark)[:, None, None]) * 255).round().to(torch.uint8)
 
 
 class MultiCrop:
