@@ -98,8 +98,6 @@ class AttentionConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     grayscale_p: float = 0.2
     invert_p: float = 0.0
-    recolour_p: float = 0.0
-    blur_p: float = 0.5
     crops_for_assign: tuple[int, int] = (0, 1)
     temperature: float = 0.1
     epsilon: float = 0.05
@@ -145,8 +143,7 @@ def train_attention(config: AttentionConfig, pretrained: str | Path, dataset: Da
     core = unwrap(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_sgd(trainable, config.base_lr, config.weight_decay, config.lars)
-    loader = make_loader(MultiCropDataset(dataset, MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p,
-                              config.recolour_p, config.blur_p)),
+    loader = make_loader(MultiCropDataset(dataset, MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p)),
                          config.batch_size, processes, shuffle=True, seed=config.seed, drop_last=True,
                          workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs)

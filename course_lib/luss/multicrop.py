@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..data.transforms import RandomRecolour, normalize
+from ..data.transforms import normalize
 from .p2p import overlap_grids
 
 
@@ -53,13 +53,11 @@ class MultiCropWithBoxes:
     ``crops`` lists the :class:`CropSpec` groups in order (large crops first); crops of one group share
     a size. ``blur_sigma`` is the Gaussian blur's σ range in px of the crop (SwAV: 0.1-2 at 224 px);
     ``grayscale_p`` the probability of a grey crop (SwAV: 0.2) and ``invert_p`` of a negative one (SwAV:
-    0; the toy world shows every texture in positive or negative, so its preset teaches that invariance),
-    ``recolour_p`` of :class:`~course_lib.data.transforms.RandomRecolour` (the toy world's own colour
-    nuisance; 0 for real photographs) and ``blur_p`` of a blurred one (SwAV: 0.5).
+    0; the toy world shows every texture in positive or negative, so its preset teaches that invariance).
     """
 
     def __init__(self, crops: Sequence[CropSpec], blur_sigma: tuple[float, float] = (0.1, 2.0),
-                 grayscale_p: float = 0.2, invert_p: float = 0.0, recolour_p: float = 0.0, blur_p: float = 0.5):
+                 grayscale_p: float = 0.2, invert_p: float = 0.0):
         if not crops:
             raise ValueError("MultiCropWithBoxes needs at least one CropSpec")
         self.crops = list(crops)
@@ -70,8 +68,7 @@ class MultiCropWithBoxes:
                 v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
                 v2.RandomGrayscale(p=grayscale_p),
                 v2.RandomInvert(p=invert_p),
-                RandomRecolour(recolour_p),
-                v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=blur_p),
+                v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=0.5),
             ])
 
     @property

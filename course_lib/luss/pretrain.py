@@ -47,8 +47,6 @@ class PretrainConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     grayscale_p: float = 0.2
     invert_p: float = 0.0
-    recolour_p: float = 0.0
-    blur_p: float = 0.5
     crops_for_assign: tuple[int, int] = (0, 1)
     temperature: float = 0.1
     epsilon: float = 0.05
@@ -156,8 +154,7 @@ def pass_losses(outputs: dict, prototypes: Prototypes, overlap: torch.Tensor, co
 
 
 def pretrain_transform(config: PretrainConfig) -> MultiCropWithBoxes:
-    return MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p,
-                              config.recolour_p, config.blur_p)
+    return MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p)
 
 
 def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, device: str | torch.device | None = None,
