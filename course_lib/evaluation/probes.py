@@ -217,6 +217,15 @@ def spherical_kmeans_plus_plus(points: torch.Tensor, n_clusters: int, generator:
     return torch.stack(centres)
 
 
+def upsampled_cosines(features: torch.Tensor, centres: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B×K×H×W cosine similarities of B×C×h×w features, upsampled bilinearly to ``size`` and L2-normalised,
+    with K×C unit centres."""
+    batch = features.to(centres.device).float()
+    if tuple(size) != tuple(batch.shape[-2:]):
+        batch = F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False)
+    return torch.einsum("bchw,kc->bkhw", F.normalize(batch, dim=1, eps=1e-10), centres)
+
+
 @torch.no_grad()
 def assign_upsampled(features: torch.Tensor, centres: torch.Tensor, size: Size = None,
                      batch_size: int = 8) -> torch.Tensor:
@@ -224,14 +233,8 @@ def assign_upsampled(features: torch.Tensor, centres: torch.Tensor, size: Size =
     the centre (K×C, unit) of highest cosine."""
     check_features(features, centres.shape[1])
     height, width = output_size(features, size)
-    predictions = []
-    for start in range(0, len(features), batch_size):
-        batch = features[start:start + batch_size].to(centres.device).float()
-        if (height, width) != tuple(batch.shape[-2:]):
-            batch = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False)
-        scores = torch.einsum("bchw,kc->bkhw", F.normalize(batch, dim=1, eps=1e-10), centres)
-        predictions.append(scores.argmax(1).to(features.device))
-    return torch.cat(predictions)
+    return torch.cat([upsampled_cosines(features[start:start + batch_size], centres, (height, width))
+                      .argmax(1).to(features.device) for start in range(0, len(features), batch_size)])
 
 
 class ClusterProbe(nn.Module):

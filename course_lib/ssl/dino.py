@@ -228,6 +228,19 @@ def corresponding_grid(student_boxes: torch.Tensor, teacher_boxes: torch.Tensor,
     return torch.stack([2 * x_teacher - 1, 2 * y_teacher - 1], dim=-1), valid
 
 
+def partner_tokens(tokens: torch.Tensor, student_boxes: torch.Tensor,
+                   teacher_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens of the teacher's crop (B×N×C on a square grid) at the image location of every patch of the
+    student's crop (bilinear, :func:`corresponding_grid`): B×N×C, and the B×N mask of the student patches
+    that fall inside the teacher crop."""
+    batch, n, channels = tokens.shape
+    side = math.isqrt(n)
+    grid, valid = corresponding_grid(student_boxes, teacher_boxes, (side, side))
+    sampled = F.grid_sample(tokens.transpose(1, 2).reshape(batch, channels, side, side), grid.to(tokens.device),
+                            mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled.flatten(2).transpose(1, 2), valid.flatten(1).to(tokens.device)
+
+
 class DenseDINOLoss(nn.Module):
     """Patch-level self-distillation between the two global crops (our addition to DINO, see the module doc).
 
@@ -247,18 +260,11 @@ class DenseDINOLoss(nn.Module):
         """student_patches / teacher_patches: per global crop, B×N×K logits on an h×w grid (N = h·w);
         boxes: B×2×5 crop boxes. Returns the mean cross-entropy over overlapping patches."""
         temp = self.teacher_temp if teacher_temp is None else teacher_temp
-        batch, n, k = teacher_patches[0].shape
-        side = math.isqrt(n)
         total, count = student_patches[0].new_zeros(()), 0
         for u, v in ((0, 1), (1, 0)):
             probs = F.softmax((teacher_patches[u].detach() - self.center) / temp, dim=-1)
-            probs = probs.transpose(1, 2).reshape(batch, k, side, side)
-            grid, valid = corresponding_grid(boxes[:, v], boxes[:, u], (side, side))
-            target = F.grid_sample(probs, grid.to(probs.device), mode="bilinear", padding_mode="border",
-                                   align_corners=False)
-            target = target.flatten(2).transpose(1, 2)                                        # B×N×K
+            target, mask = partner_tokens(probs, boxes[:, v], boxes[:, u])                    # B×N×K, B×N
             logp = F.log_softmax(student_patches[v] / self.student_temp, dim=-1)
-            mask = valid.flatten(1).to(logp.device)
             total = total + (-(target * logp).sum(-1) * mask).sum()
             count += int(mask.sum())
         self.update_center(torch.cat(teacher_patches).flatten(0, 1))
@@ -287,19 +293,14 @@ class PatchContrastLoss(nn.Module):
     def forward(self, patches: list[torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
         """patches: per global crop, B×N×C tokens on a square grid; boxes: B×2×5. Returns the mean InfoNCE."""
         z = [F.normalize(self.proj(t), dim=-1) for t in patches]
-        batch, n, dim = z[0].shape
-        side = math.isqrt(n)
+        batch, n, _ = z[0].shape
         image_of = torch.arange(batch, device=z[0].device)[:, None].expand(batch, n)
         total = z[0].new_zeros(())
         for v, u in ((0, 1), (1, 0)):
-            grid, valid = corresponding_grid(boxes[:, v], boxes[:, u], (side, side))
-            partner = F.grid_sample(z[u].transpose(1, 2).reshape(batch, dim, side, side), grid.to(z[u].device),
-                                    mode="bilinear", padding_mode="border", align_corners=False)
-            partner = F.normalize(partner.flatten(2).transpose(1, 2), dim=-1)                 # B×N×D
-            keep = valid.flatten(1).to(z[v].device)
+            partner, keep = partner_tokens(z[u], boxes[:, v], boxes[:, u])
             if not keep.any():
                 continue  # the crops do not overlap
-            anchors, positives, images = z[v][keep], partner[keep], image_of[keep]
+            anchors, positives, images = z[v][keep], F.normalize(partner[keep], dim=-1), image_of[keep]
             pick = torch.randperm(len(anchors), device=anchors.device)[:self.n_samples]
             anchors, positives, images = anchors[pick], positives[pick], images[pick]
             logits = anchors @ positives.t() / self.temperature
@@ -507,16 +508,16 @@ def save_backbone(backbone: VisionTransformer, config: DINOConfig, path: str | P
     Path(path).with_suffix(".tmp").replace(path)
 
 
+_VALUE_FLAGS = ("epochs", "n_train_images", "batch_size", "lr", "out_dim", "dense_weight", "contrast_weight",
+                "recolour_p")
+_SWITCHES = ("conv_stem", "native_scale", "blur")
+
+
 def training_command(config: DINOConfig) -> str:
     """The ``python -m course_lib.ssl.dino`` command line that reproduces ``config``."""
     flags = [f"--{name.replace('_', '-')} {getattr(config, name)}" for name in _VALUE_FLAGS]
     flags += [f"--{'' if getattr(config, name) else 'no-'}{name.replace('_', '-')}" for name in _SWITCHES]
     return "python -m course_lib.ssl.dino --out OUT " + " ".join(flags)
-
-
-_VALUE_FLAGS = ("epochs", "n_train_images", "batch_size", "lr", "out_dim", "dense_weight", "contrast_weight",
-                "recolour_p")
-_SWITCHES = ("conv_stem", "native_scale", "blur")
 
 
 def write_training_record(out_dir: str | Path, config: DINOConfig, device: torch.device | str) -> Path:

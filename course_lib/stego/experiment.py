@@ -35,6 +35,7 @@ from .data import (
 from .diagnostics import calibrate_shifts
 from ..evaluation import UnsupervisedMetrics
 from ..evaluation.crf import dense_crf_batch
+from ..evaluation.probes import upsampled_cosines
 from .evaluate import CLUSTER_ALPHA, EvalBatch, evaluate_stego
 from .model import StegoModel
 from .pairs import cached_knn_table, global_descriptors
@@ -145,12 +146,9 @@ def kmeans_baseline(data: StegoData, seed: int = 0, crf: bool = False, crf_worke
     result = kmeans_segmentation(features, labels, data.n_classes, seed=seed)
     scores = {"mIoU": result["mIoU"], "accuracy": result["accuracy"]}
     if crf:
-        centres = F.normalize(result["centres"], dim=1)
         metrics = UnsupervisedMetrics(data.n_classes)
         for batch in eval_batches(data):
-            upsampled = F.interpolate(batch.features.float(), size=tuple(batch.labels.shape[-2:]), mode="bilinear",
-                                      align_corners=False)
-            cosines = torch.einsum("bchw,kc->bkhw", F.normalize(upsampled, dim=1), centres)
+            cosines = upsampled_cosines(batch.features, result["centres"], tuple(batch.labels.shape[-2:]))
             log_probs = F.log_softmax(CLUSTER_ALPHA * cosines, dim=1)
             metrics.update(dense_crf_batch(batch.images, log_probs, workers=crf_workers).argmax(1), batch.labels)
         scores.update({f"{key}_crf": value for key, value in metrics.compute().items() if key in ("mIoU", "accuracy")})
