@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from course_lib.luss.d2s import ShallowHead, deep_to_shallow_loss
 from course_lib.luss.multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes, crop_resize_flip
-from course_lib.luss.p2p import PixelToPixelHead, overlap_grids, pixel_to_pixel_loss, sample_at
+from course_lib.luss.p2p import PixelToPixelHead, overlap_grids, pixel_contrast_loss, pixel_to_pixel_loss, sample_at
+from course_lib.ssl.dino import cross_image_info_nce
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,6 +83,35 @@ def test_p2p_loss_is_a_symmetric_negative_cosine_against_stopped_targets():
     assert loss.item() == pytest.approx(pixel_to_pixel_loss(p_b, p_a, z_b, z_a, overlap).item())
     loss.backward()
     assert z_a.grad is None and z_b.grad is None and p_a.grad is not None  # stop-gradient on the targets
+
+
+def test_cross_image_info_nce_ignores_same_image_rows():
+    anchors = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=1)
+    images = torch.tensor([0, 0, 1])
+    # rows 0 and 1 are identical and from one image: neither is the other's negative, so each only competes
+    # with image 1's row (cosine 0 at τ = 0.1); row 2 competes with both rows of image 0
+    loss = cross_image_info_nce(anchors, anchors, images, temperature=0.1, n_samples=None)
+    expected = (2 * math.log(1 + math.exp(-10.0)) + math.log(1 + 2 * math.exp(-10.0))) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    mixed = cross_image_info_nce(anchors, anchors, torch.tensor([0, 1, 2]), temperature=0.1, n_samples=None)
+    assert mixed.item() == pytest.approx(2 * math.log(2) / 3, abs=1e-3)  # rows 0 and 1: a coin toss
+
+
+def test_pixel_contrast_loss_rewards_matching_points_and_skips_non_overlapping_pairs():
+    torch.manual_seed(0)
+    z = torch.randn(4, 16, 7, 7)
+    matched = pixel_contrast_loss(z, z.clone(), torch.ones(4, dtype=torch.bool), temperature=0.1)
+    shuffled = pixel_contrast_loss(z, z.roll(1, dims=-1), torch.ones(4, dtype=torch.bool), temperature=0.1)
+    assert matched.item() < 0.5 < shuffled.item()
+    overlap = torch.tensor([True, True, False, False])
+    torch.manual_seed(1)
+    partial = pixel_contrast_loss(z, z.roll(1, dims=0), overlap)
+    torch.manual_seed(1)
+    assert partial.item() == pytest.approx(pixel_contrast_loss(z[:2], z.roll(1, dims=0)[:2], overlap[:2]).item())
+    z_a = torch.randn(4, 16, 7, 7, requires_grad=True)
+    none = pixel_contrast_loss(z_a, z, torch.tensor([True, False, False, False]))
+    none.backward()
+    assert none.item() == 0 and z_a.grad.abs().sum() == 0  # one image has no negatives: nothing to learn
 
 
 def test_pixel_head_shapes():

@@ -14,6 +14,7 @@ from course_lib.evaluation.imagenet_s import METRIC_KEYS
 from course_lib.luss.multicrop import CropSpec
 from course_lib.luss.pipeline import apply_overrides, main, settings_for
 from course_lib.luss.pretrain import PASSModel, PretrainConfig, load_pass_model, pass_losses, pretrain
+from course_lib.luss.training import build_optimizer, lars_adapt_
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,6 +38,32 @@ def test_pass_losses_combine_swav_d2s_and_p2p():
     losses["loss"].backward()
     assert model.shallow_head.image_mlp[0].weight.grad is not None
     assert model.pixel_head.predictor[0].weight.grad is not None
+
+
+def test_optional_pixel_contrast_term_adds_to_the_total():
+    torch.manual_seed(0)
+    config = PretrainConfig(**{**TINY.__dict__, "p2p_contrast_weight": 0.5})
+    model = PASSModel.from_config(config)
+    crops = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    grid = torch.rand(4, 7, 7, 2) * 2 - 1
+    losses = pass_losses(model(crops, grid, grid), model.prototypes, torch.ones(4, dtype=torch.bool), config)
+    base = (losses["swav"] + losses["d2s"]) / 2 + losses["p2p"]
+    assert losses["p2p_nce"].item() > 0
+    assert losses["loss"].item() == pytest.approx((base + 0.5 * losses["p2p_nce"]).item())
+
+
+@pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])
+def test_optimizers_train_and_unknown_names_are_refused(name):
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer, lars_decay = build_optimizer([weight], name, lr=0.1, weight_decay=1e-4)
+    assert (lars_decay is not None) == (name == "lars")
+    (weight ** 2).sum().backward()
+    if lars_decay is not None:
+        lars_adapt_([weight], lars_decay)
+    optimizer.step()
+    assert (weight < 1).all()
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer([weight], "adam_typo", lr=0.1, weight_decay=0.0)
 
 
 def test_pretrain_checkpoints_and_resumes(tmp_path):

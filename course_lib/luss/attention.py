@@ -28,7 +28,7 @@ from .d2s import image_mlp
 from .multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes
 from .pretrain import PASSModel, SwAVQueueSlot, load_pass_model
 from ..distributed import init_distributed
-from .training import build_sgd, cosine_schedule, fit, load_checkpoint, make_loader, unwrap, wrap_model
+from .training import build_optimizer, cosine_schedule, fit, load_checkpoint, make_loader, unwrap, wrap_model
 
 
 class PixelAttention(nn.Module):
@@ -98,6 +98,8 @@ class AttentionConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     grayscale_p: float = 0.2
     invert_p: float = 0.0
+    jitter_p: float = 0.8
+    recolour_p: float = 0.0
     crops_for_assign: tuple[int, int] = (0, 1)
     temperature: float = 0.1
     epsilon: float = 0.05
@@ -109,7 +111,7 @@ class AttentionConfig:
     base_lr: float = 6.0
     final_lr: float = 0.0006
     weight_decay: float = 1e-6
-    lars: bool = True
+    optimizer: str = "lars"                 # "lars", "sgd" or "adamw" (training.OPTIMIZERS)
     freeze_prototypes_niters: int = 0
     upsample: int = 4
     seed: int = 10010
@@ -142,8 +144,9 @@ def train_attention(config: AttentionConfig, pretrained: str | Path, dataset: Da
     model = wrap_model(AttentionModel.from_pass_model(pass_model, config.upsample), processes)
     core = unwrap(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_sgd(trainable, config.base_lr, config.weight_decay, config.lars)
-    loader = make_loader(MultiCropDataset(dataset, MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p)),
+    optimizer, lars_decay = build_optimizer(trainable, config.optimizer, config.base_lr, config.weight_decay)
+    loader = make_loader(MultiCropDataset(dataset, MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p,
+                              config.jitter_p, config.recolour_p)),
                          config.batch_size, processes, shuffle=True, seed=config.seed, drop_last=True,
                          workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs)
@@ -160,7 +163,7 @@ def train_attention(config: AttentionConfig, pretrained: str | Path, dataset: Da
         checkpoint_path=out_dir / "checkpoint.pt", config={**asdict(config), "arch": pass_config.arch,
                                                            "hidden_mlp": pass_config.hidden_mlp,
                                                            "nmb_prototypes": pass_config.nmb_prototypes},
-        seed=config.seed, lars_weight_decay=config.weight_decay if config.lars else None,
+        seed=config.seed, lars_weight_decay=lars_decay,
         after_backward=lambda it: freeze_prototypes_if_early(core.prototypes, it, config.freeze_prototypes_niters),
         on_epoch_start=queue.start_if_due, on_epoch_end=lambda epoch: queue.save(),
         max_steps=max_steps, desc="attention epoch")

@@ -27,7 +27,7 @@ from .data import image_batches, sample_name
 from .multicrop import random_crop_box
 from .pretrain import load_pass_model
 from ..distributed import init_distributed
-from .training import build_sgd, cosine_schedule, fit, load_checkpoint, make_loader, wrap_model
+from .training import build_optimizer, cosine_schedule, fit, load_checkpoint, make_loader, wrap_model
 
 
 class SegmentationModel(nn.Module):
@@ -62,7 +62,7 @@ class FinetuneConfig:
     base_lr: float = 0.6
     final_lr: float = 0.0006
     weight_decay: float = 1e-6
-    lars: bool = True
+    optimizer: str = "lars"                 # "lars", "sgd" or "adamw" (training.OPTIMIZERS)
     infer_short_side: int | None = 256
     seed: int = 10010
     workers: int = 0
@@ -113,7 +113,7 @@ def finetune(config: FinetuneConfig, pretrained: str | Path, dataset: Dataset, o
     seed_everything(config.seed + processes.rank)
     pass_model, pass_config, _ = load_pass_model(pretrained)
     model = wrap_model(SegmentationModel(pass_model.backbone, config.num_classes), processes)
-    optimizer = build_sgd(model.parameters(), config.base_lr, config.weight_decay, config.lars)
+    optimizer, lars_decay = build_optimizer(model.parameters(), config.optimizer, config.base_lr, config.weight_decay)
     loader = make_loader(SegmentationCrops(dataset, config.crop_size, config.crop_scale), config.batch_size,
                          processes, shuffle=True, seed=config.seed, drop_last=True, workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs)
@@ -124,7 +124,7 @@ def finetune(config: FinetuneConfig, pretrained: str | Path, dataset: Dataset, o
 
     fit(model, optimizer, loader, compute_losses, epochs=config.epochs, schedule=schedule, processes=processes,
         checkpoint_path=out_dir / "checkpoint.pt", config={**asdict(config), "arch": pass_config.arch},
-        seed=config.seed, lars_weight_decay=config.weight_decay if config.lars else None, max_steps=max_steps,
+        seed=config.seed, lars_weight_decay=lars_decay, max_steps=max_steps,
         desc="finetune epoch")
     return out_dir / "checkpoint.pt"
 

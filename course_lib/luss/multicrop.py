@@ -2,7 +2,8 @@
 
 SwAV's multi-crop (Caron et al., 2020, §3.2): a few large crops and several small ones of every image,
 each a random resized crop (area ``scale`` of the image, aspect ratio 3/4-4/3), flipped with p 0.5,
-colour-jittered (0.8, 0.8, 0.8, 0.2 with p 0.8), greyed (p 0.2) and blurred (p 0.5). PASS also needs
+colour-jittered (0.8, 0.8, 0.8, 0.2 with p 0.8), greyed (p 0.2) and blurred (p 0.5); optionally recoloured
+the toy world's way (:class:`course_lib.data.transforms.RandomRecolour`) or inverted. PASS also needs
 the *geometry* of the first two crops, to align their pixels (:mod:`course_lib.luss.p2p`): each crop
 comes with its box ``(x, y, w, h, flip)`` in source-image pixels (x, y the top-left corner; flip 1
 when the crop was mirrored).
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..data.transforms import normalize
+from ..data.transforms import RandomRecolour, normalize
 from .p2p import overlap_grids
 
 
@@ -53,11 +54,13 @@ class MultiCropWithBoxes:
     ``crops`` lists the :class:`CropSpec` groups in order (large crops first); crops of one group share
     a size. ``blur_sigma`` is the Gaussian blur's σ range in px of the crop (SwAV: 0.1-2 at 224 px);
     ``grayscale_p`` the probability of a grey crop (SwAV: 0.2) and ``invert_p`` of a negative one (SwAV:
-    0; the toy world shows every texture in positive or negative, so its preset teaches that invariance).
+    0; the toy world shows every texture in positive or negative, so its preset teaches that invariance);
+    ``jitter_p`` the probability of SwAV's colour jitter and ``recolour_p`` of
+    :class:`~course_lib.data.transforms.RandomRecolour`.
     """
 
     def __init__(self, crops: Sequence[CropSpec], blur_sigma: tuple[float, float] = (0.1, 2.0),
-                 grayscale_p: float = 0.2, invert_p: float = 0.0):
+                 grayscale_p: float = 0.2, invert_p: float = 0.0, jitter_p: float = 0.8, recolour_p: float = 0.0):
         if not crops:
             raise ValueError("MultiCropWithBoxes needs at least one CropSpec")
         self.crops = list(crops)
@@ -65,8 +68,9 @@ class MultiCropWithBoxes:
         for spec in self.crops:
             kernel = 2 * max(1, round(0.05 * spec.size)) + 1
             self.colour[spec.size] = v2.Compose([
-                v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+                v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=jitter_p),
                 v2.RandomGrayscale(p=grayscale_p),
+                RandomRecolour(recolour_p),
                 v2.RandomInvert(p=invert_p),
                 v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=0.5),
             ])

@@ -10,6 +10,11 @@ same source pixel. A 1×1-conv predictor h maps one crop's samples to the other'
     L_p2p = -½ [ cos(p_a, sg(z_b)) + cos(p_b, sg(z_a)) ],   averaged over the G² points and the pairs,
 
 sg the stop-gradient. Pairs whose crops do not overlap contribute nothing.
+
+:func:`pixel_contrast_loss` is an optional contrastive companion (not in PASS; off in the ImageNet-S
+presets): each grid point of z_a must pick out its partner in z_b among the grid points of the *other*
+images of the batch (InfoNCE, as DenseCL). Its signal exists from the first step, which small-data runs
+(the toy world) need: there the non-contrastive terms alone learn features no better than random ones.
 Boxes are (x, y, w, h, flip) in source-image pixels (:mod:`course_lib.luss.multicrop`).
 """
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..ssl.dino import cross_image_info_nce
 
 
 def _crop_coordinates(boxes: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -71,6 +78,22 @@ def pixel_to_pixel_loss(p_a: torch.Tensor, p_b: torch.Tensor, z_a: torch.Tensor,
     per_pair = -cosine.flatten(1).mean(dim=1)
     weights = overlap.to(per_pair.dtype)
     return (per_pair * weights).sum() / weights.sum().clamp(min=1)
+
+
+def pixel_contrast_loss(z_a: torch.Tensor, z_b: torch.Tensor, overlap: torch.Tensor, temperature: float = 0.1,
+                        n_samples: int | None = 1024) -> torch.Tensor:
+    """Symmetric cross-image InfoNCE of the projections z_a, z_b (B×D×G×G) at the overlap grid points:
+    point (i, j) of crop a against the same point of crop b, negatives the other images' points
+    (:func:`course_lib.ssl.dino.cross_image_info_nce`); only overlapping pairs count (0 when none does)."""
+    keep = overlap.bool()
+    if int(keep.sum()) < 2:  # no other image to contrast with
+        return (z_a.sum() + z_b.sum()) * 0.0
+    points_a = F.normalize(z_a[keep].flatten(2).transpose(1, 2), dim=-1)  # B'×G²×D
+    points_b = F.normalize(z_b[keep].flatten(2).transpose(1, 2), dim=-1)
+    images = torch.arange(points_a.shape[0], device=z_a.device).repeat_interleave(points_a.shape[1])
+    points_a, points_b = points_a.flatten(0, 1), points_b.flatten(0, 1)
+    return (cross_image_info_nce(points_a, points_b, images, temperature, n_samples)
+            + cross_image_info_nce(points_b, points_a, images, temperature, n_samples)) / 2
 
 
 def conv_mlp(in_channels: int, hidden: int, out_channels: int, last_affine: bool = False) -> nn.Sequential:

@@ -29,9 +29,9 @@ from ..models.resnet import build_resnet
 from ..ssl.swav import Prototypes, SwAVQueue, freeze_prototypes_if_early, swapped_prediction_loss, swav_codes
 from .d2s import ShallowHead, deep_to_shallow_loss, image_mlp
 from .multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes
-from .p2p import PixelToPixelHead, pixel_to_pixel_loss
+from .p2p import PixelToPixelHead, pixel_contrast_loss, pixel_to_pixel_loss
 from ..distributed import DistContext, init_distributed
-from .training import (build_sgd, cosine_schedule, fit, load_checkpoint, make_loader, save_checkpoint, unwrap,
+from .training import (build_optimizer, cosine_schedule, fit, load_checkpoint, make_loader, save_checkpoint, unwrap,
                        wrap_model)
 
 
@@ -47,6 +47,8 @@ class PretrainConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     grayscale_p: float = 0.2
     invert_p: float = 0.0
+    jitter_p: float = 0.8
+    recolour_p: float = 0.0
     crops_for_assign: tuple[int, int] = (0, 1)
     temperature: float = 0.1
     epsilon: float = 0.05
@@ -60,10 +62,11 @@ class PretrainConfig:
     warmup_epochs: int = 0
     start_warmup: float = 0.0
     weight_decay: float = 1e-6
-    lars: bool = True
+    optimizer: str = "lars"                 # "lars", "sgd" or "adamw" (training.OPTIMIZERS)
     freeze_prototypes_niters: int = 1001
     shallow_stage: int | None = 3
     grid_size: int = 7
+    p2p_contrast_weight: float = 0.0        # optional contrastive P2P term (p2p.pixel_contrast_loss; 0 = PASS)
     seed: int = 10010
     workers: int = 0
 
@@ -150,11 +153,15 @@ def pass_losses(outputs: dict, prototypes: Prototypes, overlap: torch.Tensor, co
         losses["loss"] = (swav + losses["d2s"]) / 2 + p2p
     else:
         losses["loss"] = swav + p2p
+    if config.p2p_contrast_weight > 0:
+        losses["p2p_nce"] = pixel_contrast_loss(z_a, z_b, overlap, config.temperature)
+        losses["loss"] = losses["loss"] + config.p2p_contrast_weight * losses["p2p_nce"]
     return losses
 
 
 def pretrain_transform(config: PretrainConfig) -> MultiCropWithBoxes:
-    return MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p)
+    return MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p,
+                              config.jitter_p, config.recolour_p)
 
 
 def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, device: str | torch.device | None = None,
@@ -169,7 +176,7 @@ def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, devi
     seed_everything(config.seed + processes.rank)
     model = wrap_model(PASSModel.from_config(config), processes)
     prototypes = unwrap(model).prototypes
-    optimizer = build_sgd(model.parameters(), config.base_lr, config.weight_decay, config.lars)
+    optimizer, lars_decay = build_optimizer(model.parameters(), config.optimizer, config.base_lr, config.weight_decay)
     loader = make_loader(MultiCropDataset(dataset, pretrain_transform(config), config.grid_size), config.batch_size,
                          processes, shuffle=True, seed=config.seed, drop_last=True, workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs,
@@ -185,7 +192,7 @@ def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, devi
 
     fit(model, optimizer, loader, compute_losses, epochs=config.epochs, schedule=schedule, processes=processes,
         checkpoint_path=out_dir / "checkpoint.pt", config=asdict(config), seed=config.seed,
-        lars_weight_decay=config.weight_decay if config.lars else None,
+        lars_weight_decay=lars_decay,
         after_backward=lambda it: freeze_prototypes_if_early(prototypes, it, config.freeze_prototypes_niters),
         on_epoch_start=queue.start_if_due, on_epoch_end=lambda epoch: queue.save(), max_steps=max_steps,
         desc="pretrain epoch")

@@ -86,9 +86,24 @@ def lars_adapt_(parameters: Iterable[nn.Parameter], weight_decay: float, trust_c
         param.grad.add_(param, alpha=weight_decay).mul_(ratio)
 
 
-def build_sgd(parameters: Iterable[nn.Parameter], lr: float, weight_decay: float, lars: bool) -> torch.optim.SGD:
-    """SGD with momentum 0.9; with ``lars`` the weight decay moves into :func:`lars_adapt_`."""
-    return torch.optim.SGD(list(parameters), lr=lr, momentum=0.9, weight_decay=0.0 if lars else weight_decay)
+OPTIMIZERS = ("lars", "sgd", "adamw")
+"""Optimizers of the PASS steps: SGD + LARS (the official runs), plain SGD, AdamW."""
+
+
+def build_optimizer(parameters: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float
+                    ) -> tuple[torch.optim.Optimizer, float | None]:
+    """The optimizer ``name`` (one of :data:`OPTIMIZERS`) and the weight decay :func:`fit` must pass to
+    :func:`lars_adapt_` (None unless ``"lars"``). SGD has momentum 0.9; with LARS its weight decay moves
+    into :func:`lars_adapt_`. AdamW (β = 0.9, 0.999) is for short runs on small data, where LARS's
+    layer-wise steps of η·10⁻³·‖w‖ are too small to learn in a few hundred iterations."""
+    parameters = list(parameters)
+    if name == "lars":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=0.0), weight_decay
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=weight_decay), None
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay), None
+    raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:

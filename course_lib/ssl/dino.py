@@ -300,14 +300,23 @@ class PatchContrastLoss(nn.Module):
             partner, keep = partner_tokens(z[u], boxes[:, v], boxes[:, u])
             if not keep.any():
                 continue  # the crops do not overlap
-            anchors, positives, images = z[v][keep], F.normalize(partner[keep], dim=-1), image_of[keep]
-            pick = torch.randperm(len(anchors), device=anchors.device)[:self.n_samples]
-            anchors, positives, images = anchors[pick], positives[pick], images[pick]
-            logits = anchors @ positives.t() / self.temperature
-            same_image = (images[:, None] == images[None, :]).fill_diagonal_(False)
-            logits = logits.masked_fill(same_image, float("-inf"))
-            total = total + F.cross_entropy(logits, torch.arange(len(anchors), device=logits.device)) / 2
+            total = total + cross_image_info_nce(z[v][keep], F.normalize(partner[keep], dim=-1), image_of[keep],
+                                                 self.temperature, self.n_samples) / 2
         return total
+
+
+def cross_image_info_nce(anchors: torch.Tensor, positives: torch.Tensor, images: torch.Tensor,
+                         temperature: float = 0.1, n_samples: int | None = 1024) -> torch.Tensor:
+    """InfoNCE of N L2-normalised anchors (N×D) against their positives (N×D, row i the positive of anchor
+    i), the other rows from *other images* being the negatives: rows of the same image (``images``, N ids)
+    are left out of the denominator. At most ``n_samples`` random rows are used (None: all)."""
+    if n_samples is not None:
+        pick = torch.randperm(len(anchors), device=anchors.device)[:n_samples]
+        anchors, positives, images = anchors[pick], positives[pick], images[pick]
+    logits = anchors @ positives.t() / temperature
+    same_image = (images[:, None] == images[None, :]).fill_diagonal_(False)
+    logits = logits.masked_fill(same_image, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=logits.device))
 
 
 def cosine_schedule(start: float, end: float, step: int, total: int, warmup: int = 0,
