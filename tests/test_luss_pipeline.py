@@ -87,6 +87,9 @@ def test_presets_follow_the_paper():
     assert [(c.size, c.number) for c in s50.pretrain.crops] == [(224, 2), (96, 6)]
     assert (s300.pretrain.arch, s300.pretrain.epochs, s300.tau, s919.tau) == ("resnet50", 100, 0.40, 0.37)
     assert s50.attention.base_lr == 6.0 and s300.attention.base_lr == 0.6 and s919.finetune.num_classes == 919
+    for preset in (s50, s300, s919):  # PASS itself: LARS, SwAV's colour jitter, no contrastive P2P term
+        assert (preset.pretrain.optimizer, preset.pretrain.jitter_p, preset.pretrain.recolour_p,
+                preset.pretrain.p2p_contrast_weight) == ("lars", 0.8, 0.0, 0.0)
     with pytest.raises(ValueError, match="unknown setting"):
         apply_overrides(settings_for("toy"), ["pretrain.no_such_thing=1"])
 

@@ -8,7 +8,10 @@ their overlap (:mod:`.p2p`); stage 3 of the two large crops predicts the deep co
 
     L = (L_swav + L_d2s) / 2 + L_p2p                  (official weights 1, 1 with ``--shallow 3``)
 
-SGD (momentum 0.9) with a cosine learning rate, optionally LARS-scaled as SwAV's LARC; the queue starts
+SGD (momentum 0.9) with a cosine learning rate, LARS-scaled as SwAV's LARC (``optimizer="lars"``, the
+official runs; plain ``"sgd"`` and ``"adamw"`` for small data, see :func:`.training.build_optimizer`). An
+optional contrastive pixel-to-pixel term (``p2p_contrast_weight``, :func:`.p2p.pixel_contrast_loss`; 0 in
+the ImageNet-S presets) is added to L for the toy world's preset. The queue starts
 at ``epoch_queue_starts``; prototypes are frozen for the first ``freeze_prototypes_niters`` iterations.
 A checkpoint is written after every epoch and a run resumes from it. Under ``torchrun`` every process
 trains on its share of the data, Sinkhorn normalises over all processes' samples.
