@@ -8,6 +8,7 @@ from course_lib.luss.attention import AttentionModel, PixelAttention
 from course_lib.luss.d2s import image_mlp
 from course_lib.luss.labels import (apply_threshold, cluster_ids, kmeans, otsu_threshold, pooled_embeddings,
                                     raw_label_maps, tau_sweep, unsupervised_scores)
+from course_lib.data import normalize
 from course_lib.models.resnet import build_resnet
 from course_lib.ssl.swav import Prototypes
 
@@ -126,3 +127,20 @@ def test_tau_sweep_peaks_where_other_is_right():
     assert curve[0]["mIoU"] < 50 and curve[2]["mIoU"] < 50  # no 'other' / nothing but 'other'
     direct, match = unsupervised_scores([apply_threshold(i, a, 0.5) for i, a in zip(ids, attention)], gt, 4)
     assert direct["mIoU"] == pytest.approx(100.0) and match == {0: 0, 1: 4, 2: 1, 3: 2, 4: 3}
+
+
+def test_category_probe_pools_over_the_object_and_scores_in_percent():
+    from course_lib.luss.probe import category_probe, pooled_features
+    torch.manual_seed(0)
+    backbone = build_resnet("toy_resnet")
+    images, labels = torch.rand(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[0, :16, :16] = 3                                     # object: the top-left quarter of image 0
+    labels[1] = 5                                               # object: all of image 1
+    objects, whole = pooled_features(backbone, images, labels)
+    with torch.no_grad():
+        features = backbone(normalize(images))
+    assert np.allclose(objects[1], whole[1], atol=1e-5)         # the object covers image 1
+    assert np.allclose(objects[0], features[0, :, :2, :2].mean(dim=(1, 2)).numpy(), atol=1e-5)
+    scores = category_probe(backbone, n_train=30, n_val=20)
+    assert set(scores) == {"probe_object", "probe_image", "nmi_object", "nmi_image"}
+    assert all(0 <= value <= 100 for value in scores.values())
