@@ -50,8 +50,8 @@ class PretrainConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     grayscale_p: float = 0.2
     invert_p: float = 0.0
-    jitter_p: float = 0.8
-    recolour_p: float = 0.0
+    jitter_p: float = 0.8                   # SwAV's colour jitter (0.8, 0.8, 0.8, 0.2) with this probability
+    recolour_p: float = 0.0                 # toy-world recolouring (data.transforms.RandomRecolour)
     crops_for_assign: tuple[int, int] = (0, 1)
     temperature: float = 0.1
     epsilon: float = 0.05
