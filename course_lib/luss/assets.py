@@ -42,9 +42,10 @@ def install_toy_checkpoints(work_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-def export_toy_run(work_dir: str | Path, command: str, out: str | Path = TOY_CHECKPOINT) -> Path:
+def export_toy_run(work_dir: str | Path, command: str, out: str | Path = TOY_CHECKPOINT, **notes: str) -> Path:
     """Strip the optimizer states of ``work_dir``'s pre-training and attention checkpoints, store both in
-    ``out`` and write the JSON record (``command``, configs, final losses) beside it."""
+    ``out`` and write the JSON record (``command``, configs, final losses, and ``notes`` such as
+    ``machine="..."``) beside it."""
     work_dir, out = Path(work_dir), Path(out)
     run = {}
     for step in SHIPPED_STEPS:
@@ -54,6 +55,6 @@ def export_toy_run(work_dir: str | Path, command: str, out: str | Path = TOY_CHE
     save_checkpoint(run, out)
     record = {"command": command, "file": out.name,
               **{step: {"config": run[step]["config"], "epochs": run[step]["epoch"],
-                        "final_losses": run[step]["history"][-1]} for step in SHIPPED_STEPS}}
+                        "final_losses": run[step]["history"][-1]} for step in SHIPPED_STEPS}, **notes}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     return out
