@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from ..config import seed_everything
 from ..data.label_png import write_imagenet_s_png
-from ..data.transforms import crop_pair, normalize, resize_pair
+from ..data.transforms import RandomRecolour, crop_pair, normalize, resize_pair
 from ..models.resnet import build_resnet
 from .data import image_batches, sample_name
 from .multicrop import random_crop_box
@@ -57,6 +57,7 @@ class FinetuneConfig:
     crop_size: int = 224
     crop_scale: tuple[float, float] = (0.08, 1.0)
     label_scale: float = 0.5
+    recolour_p: float = 0.0                 # toy-world recolouring of the crops (data.transforms.RandomRecolour)
     epochs: int = 20
     batch_size: int = 32
     base_lr: float = 0.6
@@ -78,10 +79,12 @@ class FinetuneConfig:
 
 class SegmentationCrops(Dataset):
     """Random resized crops (with flips) of images and their pseudo-labels: ``"image"`` normalised
-    3×s×s, ``"label"`` s×s int64 (bilinear image, nearest label)."""
+    3×s×s, ``"label"`` s×s int64 (bilinear image, nearest label); with ``recolour_p`` > 0 the image is
+    recoloured the toy world's way (:class:`course_lib.data.transforms.RandomRecolour`) with that probability."""
 
-    def __init__(self, dataset: Dataset, size: int, scale: tuple[float, float]):
+    def __init__(self, dataset: Dataset, size: int, scale: tuple[float, float], recolour_p: float = 0.0):
         self.dataset, self.size, self.scale = dataset, size, scale
+        self.recolour = RandomRecolour(recolour_p) if recolour_p > 0 else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -93,6 +96,8 @@ class SegmentationCrops(Dataset):
         image, label = resize_pair(*crop_pair(image, label, y, x, h, w), (self.size, self.size))
         if torch.rand(()) < 0.5:
             image, label = image.flip(-1), label.flip(-1)
+        if self.recolour is not None:
+            image = self.recolour(image)
         return {"image": normalize(image), "label": label}
 
 
@@ -114,7 +119,8 @@ def finetune(config: FinetuneConfig, pretrained: str | Path, dataset: Dataset, o
     pass_model, pass_config, _ = load_pass_model(pretrained)
     model = wrap_model(SegmentationModel(pass_model.backbone, config.num_classes), processes)
     optimizer, lars_decay = build_optimizer(model.parameters(), config.optimizer, config.base_lr, config.weight_decay)
-    loader = make_loader(SegmentationCrops(dataset, config.crop_size, config.crop_scale), config.batch_size,
+    loader = make_loader(SegmentationCrops(dataset, config.crop_size, config.crop_scale, config.recolour_p),
+                         config.batch_size,
                          processes, shuffle=True, seed=config.seed, drop_last=True, workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs)
 

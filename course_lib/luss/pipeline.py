@@ -118,11 +118,11 @@ def toy_settings() -> Settings:
     - a contrastive pixel-to-pixel term (``p2p_contrast_weight`` 1, :func:`.p2p.pixel_contrast_loss`) next
       to PASS's non-contrastive one: it gives a learning signal from the first step, as the toy DINO
       backbone needed (lesson 01);
-    - AdamW with a cosine decay in all three training steps (lr 10⁻³ for pre-training and the pixel
-      attention, 3·10⁻³ for fine-tuning): LARS's layer-wise steps are built for thousands of iterations of
-      4096-image batches, not a few hundred of 32;
+    - AdamW (lr 10⁻³, cosine decay) in all three training steps: LARS's layer-wise steps are built for
+      thousands of iterations of 4096-image batches, not a few hundred of 32;
     - 100 prototypes of dimension 32, a queue of 384 from epoch 2, prototypes frozen for 100 iterations;
-    - fine-tuning crops cover 50-100 % of the image, close to the whole images it then predicts.
+    - fine-tuning (20 epochs) on recoloured crops of 50-100 % of the image, close to the whole images it
+      then predicts.
     """
     return Settings(
         "toy", 10,
@@ -134,8 +134,8 @@ def toy_settings() -> Settings:
         AttentionConfig(crops=[CropSpec(64, 2, 0.3, 1.0)], blur_sigma=(0.1, 1.0), invert_p=0.5, jitter_p=0.0,
                         recolour_p=1.0, queue_length=384, epochs=12, batch_size=32, optimizer="adamw", base_lr=1e-3,
                         final_lr=1e-5, freeze_prototypes_niters=1000, seed=0),
-        FinetuneConfig(num_classes=10, crop_size=64, crop_scale=(0.5, 1.0), epochs=10, batch_size=32,
-                       optimizer="adamw", base_lr=3e-3, final_lr=1e-5, weight_decay=0.05, infer_short_side=None,
+        FinetuneConfig(num_classes=10, crop_size=64, crop_scale=(0.5, 1.0), recolour_p=1.0, epochs=20, batch_size=32,
+                       optimizer="adamw", base_lr=1e-3, final_lr=1e-5, weight_decay=0.05, infer_short_side=None,
                        seed=0),
         cluster_short_side=None, cluster_crop=None, label_short_side=None, kmeans_restarts=10, tau="sweep",
         tau_grid=tuple(np.round(np.arange(0.0, 0.801, 0.02), 2).tolist()), batch_size=100)
