@@ -187,7 +187,7 @@ class RandomRecolour:
         self.p = p
 
     def __call__(self, crop: torch.Tensor) -> torch.Tensor:
-        if float(torch.rand(())) >= self.p:
+        if self.p <= 0 or float(torch.rand(())) >= self.p:  # off: no random draw, other augmentations unchanged
             return crop
         scale = 1.0 if crop.is_floating_point() else 255.0
         weights = torch.tensor([0.299, 0.587, 0.114], device=crop.device)[:, None, None]

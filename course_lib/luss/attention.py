@@ -145,10 +145,8 @@ def train_attention(config: AttentionConfig, pretrained: str | Path, dataset: Da
     core = unwrap(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer, lars_decay = build_optimizer(trainable, config.optimizer, config.base_lr, config.weight_decay)
-    loader = make_loader(MultiCropDataset(dataset, MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p,
-                              config.jitter_p, config.recolour_p)),
-                         config.batch_size, processes, shuffle=True, seed=config.seed, drop_last=True,
-                         workers=config.workers)
+    loader = make_loader(MultiCropDataset(dataset, MultiCropWithBoxes.from_config(config)), config.batch_size,
+                         processes, shuffle=True, seed=config.seed, drop_last=True, workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs)
     queue = SwAVQueueSlot(config, processes, out_dir / f"queue{processes.rank}.pt")
 

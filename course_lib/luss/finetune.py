@@ -84,7 +84,7 @@ class SegmentationCrops(Dataset):
 
     def __init__(self, dataset: Dataset, size: int, scale: tuple[float, float], recolour_p: float = 0.0):
         self.dataset, self.size, self.scale = dataset, size, scale
-        self.recolour = RandomRecolour(recolour_p) if recolour_p > 0 else None
+        self.recolour = RandomRecolour(recolour_p)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -96,9 +96,7 @@ class SegmentationCrops(Dataset):
         image, label = resize_pair(*crop_pair(image, label, y, x, h, w), (self.size, self.size))
         if torch.rand(()) < 0.5:
             image, label = image.flip(-1), label.flip(-1)
-        if self.recolour is not None:
-            image = self.recolour(image)
-        return {"image": normalize(image), "label": label}
+        return {"image": normalize(self.recolour(image)), "label": label}
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, label_scale: float) -> torch.Tensor:
@@ -120,8 +118,8 @@ def finetune(config: FinetuneConfig, pretrained: str | Path, dataset: Dataset, o
     model = wrap_model(SegmentationModel(pass_model.backbone, config.num_classes), processes)
     optimizer, lars_decay = build_optimizer(model.parameters(), config.optimizer, config.base_lr, config.weight_decay)
     loader = make_loader(SegmentationCrops(dataset, config.crop_size, config.crop_scale, config.recolour_p),
-                         config.batch_size,
-                         processes, shuffle=True, seed=config.seed, drop_last=True, workers=config.workers)
+                         config.batch_size, processes, shuffle=True, seed=config.seed, drop_last=True,
+                         workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs)
 
     def compute_losses(batch: dict, iteration: int) -> dict[str, torch.Tensor]:

@@ -75,6 +75,13 @@ class MultiCropWithBoxes:
                 v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=0.5),
             ])
 
+    @classmethod
+    def from_config(cls, config) -> "MultiCropWithBoxes":
+        """The multi-crop of a pre-training or attention config (its ``crops``, ``blur_sigma``,
+        ``grayscale_p``, ``invert_p``, ``jitter_p`` and ``recolour_p``)."""
+        return cls(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p, config.jitter_p,
+                   config.recolour_p)
+
     @property
     def n_crops(self) -> int:
         return sum(spec.number for spec in self.crops)

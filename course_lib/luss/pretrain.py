@@ -163,8 +163,8 @@ def pass_losses(outputs: dict, prototypes: Prototypes, overlap: torch.Tensor, co
 
 
 def pretrain_transform(config: PretrainConfig) -> MultiCropWithBoxes:
-    return MultiCropWithBoxes(config.crops, config.blur_sigma, config.grayscale_p, config.invert_p,
-                              config.jitter_p, config.recolour_p)
+    """The multi-crop views of a pre-training run (:meth:`MultiCropWithBoxes.from_config`)."""
+    return MultiCropWithBoxes.from_config(config)
 
 
 def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, device: str | torch.device | None = None,

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import normalized_mutual_info_score
 from torch import nn
 
-from ..data.toyworld import ToyWorld
+from ..data.toyworld import OBJECT_CLASSES, ToyWorld
 from ..data.transforms import normalize
 from ..models.resnet import build_resnet
 from .pretrain import load_pass_model
@@ -66,7 +66,7 @@ def category_probe(backbone: nn.Module, n_train: int = 500, n_val: int = 200, se
     val_images, val_labels, val_categories = _split("val", n_val, seed)
     train_features = pooled_features(backbone, train_images, train_labels)
     val_features = pooled_features(backbone, val_images, val_labels)
-    n_categories = len(ToyWorld("objects", "val", n_images=1).classes) - 1
+    n_categories = len(OBJECT_CLASSES) - 1  # without 'other'
     scores = {}
     for index, pooling in enumerate(("object", "image")):
         train_x, val_x = train_features[index], val_features[index]

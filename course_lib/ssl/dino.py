@@ -157,9 +157,8 @@ class MultiCrop:
                  global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1), jitter_p: float = 0.8,
                  grayscale_p: float = 0.2, blur: bool = True, recolour_p: float = 0.0, native_scale: bool = False):
-        colour = [v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p), v2.RandomGrayscale(p=grayscale_p)]
-        if recolour_p > 0:
-            colour.append(RandomRecolour(recolour_p))
+        colour = [v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p), v2.RandomGrayscale(p=grayscale_p),
+                  RandomRecolour(recolour_p)]
 
         def blur_(p: float) -> list[v2.Transform]:
             return [v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.0))], p=p)] if blur else []
