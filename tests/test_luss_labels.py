@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from course_lib.luss.attention import AttentionModel, PixelAttention
 from course_lib.luss.d2s import image_mlp
-from course_lib.luss.labels import (apply_threshold, cluster_ids, kmeans, otsu_threshold, pooled_embeddings,
-                                    raw_label_maps, tau_sweep, unsupervised_scores)
+from course_lib.luss.labels import (apply_threshold, cluster_ids, kmeans, mask_scores, otsu_threshold,
+                                    pooled_embeddings, raw_label_maps, tau_sweep, unsupervised_scores)
 from course_lib.data import normalize
 from course_lib.models.resnet import build_resnet
 from course_lib.ssl.swav import Prototypes
@@ -127,6 +127,17 @@ def test_tau_sweep_peaks_where_other_is_right():
     assert curve[0]["mIoU"] < 50 and curve[2]["mIoU"] < 50  # no 'other' / nothing but 'other'
     direct, match = unsupervised_scores([apply_threshold(i, a, 0.5) for i, a in zip(ids, attention)], gt, 4)
     assert direct["mIoU"] == pytest.approx(100.0) and match == {0: 0, 1: 4, 2: 1, 3: 2, 4: 3}
+
+
+def test_mask_scores_ignore_the_cluster_ids_but_not_the_masks():
+    gt, ids, attention = synthetic_objects()
+    scrambled = [np.where(label > 0, 1, 0) for label in gt]      # right masks, one cluster for every image
+    assert mask_scores(scrambled, gt, 4)["mIoU"] == pytest.approx(100.0)
+    assert unsupervised_scores(scrambled, gt, 4)[0]["mIoU"] < 50
+    too_big = [np.where(a > 0, 1, 0) for a in attention]          # every pixel foreground
+    assert mask_scores(too_big, gt, 4)["mIoU"] < 50
+    with pytest.raises(ValueError, match="no category"):
+        mask_scores([gt[0]], [np.zeros_like(gt[0])], 4)
 
 
 def test_category_probe_pools_over_the_object_and_scores_in_percent():

@@ -109,10 +109,13 @@ TINY_PIPELINE = ["--set", "toy_images=[16,8]", "--set", "pretrain.batch_size=4",
 def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     work = tmp_path / "work"
     assert main(["pipeline", "--profile", "toy", "--work-dir", str(work), *TINY_PIPELINE]) == 0
-    assert "fine-tuning - pseudo-labels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fine-tuning - pseudo-labels" in out and "masks*" in out
     summary = json.loads((work / "summary.json").read_text())
     for key in ("finetuned", "pseudo_labels", "baseline_no_attention", "constant_other"):
         assert set(summary[key]) == set(METRIC_KEYS)
+    assert set(summary["mask_mIoU"]) == {"finetuned", "pseudo_labels", "baseline_no_attention"}
+    assert all(0 <= value <= 100 for value in summary["mask_mIoU"].values())
     tau = json.loads((work / "labels" / "tau.json").read_text())
     assert tau["tau"] == tau["tau_sweep"] and len(tau["curve"]) == len(settings_for("toy").tau_grid)
     gt_files = sorted((work / "data" / "validation-segmentation").glob("*/*.png"))

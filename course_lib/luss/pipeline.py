@@ -52,12 +52,14 @@ from ..data.folders import resolve_root
 from ..data.imagenet_s import ImageNetS
 from ..data.label_png import read_imagenet_s_png, write_imagenet_s_png
 from ..data.toyworld import ToyWorld, write_imagenet_s_layout
-from ..evaluation.imagenet_s import ImageNetSEvaluator, evaluate_folders, presence_matching, save_match
+from ..evaluation.imagenet_s import (ImageNetSEvaluator, evaluate_folders, list_label_pairs, presence_matching,
+                                     save_match)
 from .assets import install_toy_checkpoints
 from .attention import AttentionConfig, load_attention_model, train_attention
 from .data import PseudoLabelDataset, image_batches, sample_name
 from .finetune import FinetuneConfig, finetune, load_segmentation_model, predict_dataset
-from .labels import apply_threshold, embed_images, kmeans, otsu_from_histogram, raw_label_maps, tau_sweep
+from .labels import (apply_threshold, embed_images, kmeans, mask_scores, otsu_from_histogram, raw_label_maps,
+                     tau_sweep)
 from .multicrop import CropSpec
 from .pretrain import PretrainConfig, pretrain
 from ..distributed import init_distributed
@@ -84,7 +86,7 @@ class Settings:
     tau: float | str = 0.41                # a number, "sweep" (labelled validation) or "otsu" (label-free)
     tau_grid: tuple[float, ...] = tuple(np.round(np.arange(0.0, 0.801, 0.01), 2).tolist())
     batch_size: int = 1                    # inference batches (ImageNet images differ in size)
-    toy_images: tuple[int, int] = (1000, 200)  # toy dataset: (training, validation) images
+    toy_images: tuple[int, int] = (1000, 1000)  # toy dataset: (training, validation) images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -334,6 +336,7 @@ class Pipeline:
             match = presence_matching(folder, gt_dir, s.num_classes, workers=workers)
             save_match(match, folder.parent / f"{folder.name}_match.json")
             summary[key] = evaluate_folders(folder, gt_dir, s.num_classes, match=match, workers=workers)
+            summary.setdefault("mask_mIoU", {})[key] = folder_mask_scores(folder, gt_dir, s.num_classes)["mIoU"]
         summary["constant_other"] = constant_other_scores(gt_dir, s.num_classes)
         self.path("summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return summary
@@ -358,6 +361,14 @@ def constant_other_scores(gt_dir: Path, num_classes: int) -> dict:
         gt = read_imagenet_s_png(path, num_classes=num_classes)
         evaluator.update(np.zeros_like(gt), gt, name=str(path))
     return evaluator.compute()
+
+
+def folder_mask_scores(predict_dir: Path, gt_dir: Path, num_classes: int) -> dict:
+    """:func:`.labels.mask_scores` of a prediction folder: the masks alone, each image's foreground given
+    its true category (a diagnostic that uses the labels, reported beside the unsupervised scores)."""
+    pairs = list_label_pairs(predict_dir, gt_dir)
+    return mask_scores((read_imagenet_s_png(pred) for pred, _ in pairs),
+                       [read_imagenet_s_png(gt, num_classes=num_classes) for _, gt in pairs], num_classes)
 
 
 def save_raw_maps(folder: Path, name: str, ids: np.ndarray, attention: np.ndarray | None) -> None:
@@ -430,8 +441,13 @@ def format_summary(summary: dict) -> str:
             ("k-means of average-pooled embeddings (no attention)", "baseline_no_attention"),
             ("every pixel 'other' (a constant, for reference)", "constant_other")]
     keys = ("mIoU", "b_mIoU", "img_acc", "f_measure")
-    lines = [f"{'':52}" + "".join(f"{k:>10}" for k in keys)]
-    lines += [f"{label:52}" + "".join(f"{summary[key][k]:10.2f}" for k in keys) for label, key in rows if key in summary]
+    masks = summary.get("mask_mIoU", {})
+    lines = [f"{'':52}" + "".join(f"{k:>10}" for k in keys) + ("     masks*" if masks else "")]
+    lines += [f"{label:52}" + "".join(f"{summary[key][k]:10.2f}" for k in keys)
+              + (f"{masks[key]:11.2f}" if key in masks else "") for label, key in rows if key in summary]
+    if masks:
+        lines.append("* mIoU of the masks alone: each image's predicted foreground given its true category (uses the "
+                     "labels; a diagnostic)")
     if {"finetuned", "pseudo_labels", "baseline_no_attention"} <= summary.keys():
         gain = summary["finetuned"]["mIoU"] - summary["baseline_no_attention"]["mIoU"]
         refine = summary["finetuned"]["mIoU"] - summary["pseudo_labels"]["mIoU"]
