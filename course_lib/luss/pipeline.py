@@ -106,8 +106,9 @@ def _full_settings(subset: int) -> Settings:
 
 
 def toy_settings() -> Settings:
-    """The toy world's preset: the whole pipeline in about ten minutes on two CPU cores (40 pre-training and
-    12 attention epochs: the shipped checkpoint, :mod:`.assets`, is this preset's run).
+    """The toy world's preset: the whole pipeline in about 13 minutes on two CPU cores (40 pre-training and
+    12 attention epochs: the shipped checkpoint, :mod:`.assets`, is this preset's run), evaluated on 1000
+    validation images (on 200 the presence matching alone moved fine-tuning's gain by several mIoU).
 
     What differs from ImageNet-S50's settings, and why (each measured on the toy world; lesson 05 §6):
 
