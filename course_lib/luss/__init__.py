@@ -11,8 +11,8 @@ from .attention import AttentionConfig, AttentionModel, PixelAttention, load_att
 from .d2s import ShallowHead, deep_to_shallow_loss
 from .data import InMemoryImages, PseudoLabelDataset, image_batches
 from .finetune import FinetuneConfig, SegmentationModel, finetune, load_segmentation_model, predict_dataset
-from .labels import (KMeansResult, apply_threshold, cluster_ids, embed_images, kmeans, mask_scores, otsu_threshold,
-                     pooled_embeddings, raw_label_maps, tau_sweep, unsupervised_scores)
+from .labels import (KMeansResult, apply_threshold, cluster_ids, embed_images, kmeans, mask_scores,
+                     otsu_threshold, pooled_embeddings, raw_label_maps, tau_sweep, unsupervised_scores)
 from .multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes
 from .p2p import PixelToPixelHead, overlap_grids, pixel_to_pixel_loss, sample_at
 from .pipeline import Pipeline, Settings, settings_for
@@ -23,7 +23,7 @@ __all__ = [
     "MultiCropDataset", "MultiCropWithBoxes", "PASSModel", "Pipeline", "PixelAttention", "PixelToPixelHead",
     "PretrainConfig", "PseudoLabelDataset", "SegmentationModel", "Settings", "ShallowHead", "apply_threshold",
     "cluster_ids", "deep_to_shallow_loss", "embed_images", "finetune", "image_batches", "kmeans",
-    "load_attention_model", "load_pass_model", "load_segmentation_model", "mask_scores", "otsu_threshold", "overlap_grids",
-    "pass_losses", "pixel_to_pixel_loss", "pooled_embeddings", "predict_dataset", "pretrain", "raw_label_maps",
-    "sample_at", "settings_for", "tau_sweep", "train_attention", "unsupervised_scores",
+    "load_attention_model", "load_pass_model", "load_segmentation_model", "mask_scores", "otsu_threshold",
+    "overlap_grids", "pass_losses", "pixel_to_pixel_loss", "pooled_embeddings", "predict_dataset", "pretrain",
+    "raw_label_maps", "sample_at", "settings_for", "tau_sweep", "train_attention", "unsupervised_scores",
 ]

@@ -223,7 +223,7 @@ def unsupervised_scores(predictions: Iterable[np.ndarray], ground_truth: Sequenc
     return evaluator.compute(), match
 
 
-def mask_scores(predictions: Iterable[np.ndarray], ground_truth: Sequence[np.ndarray],
+def mask_scores(predictions: Iterable[np.ndarray], ground_truth: Iterable[np.ndarray],
                 num_classes: int) -> dict[str, float | None]:
     """A diagnostic that **uses the ground-truth categories** (not a LUSS result): every predicted non-'other'
     pixel takes its image's true category (the most frequent of 1..K in its ground truth), then the ImageNet-S
