@@ -140,6 +140,22 @@ def test_mask_scores_ignore_the_cluster_ids_but_not_the_masks():
         mask_scores([gt[0]], [np.zeros_like(gt[0])], 4)
 
 
+def test_folder_evaluation_with_the_mask_transform_equals_mask_scores(tmp_path):
+    from functools import partial
+    from course_lib.data.label_png import write_imagenet_s_png
+    from course_lib.evaluation.imagenet_s import evaluate_folders
+    from course_lib.luss.labels import foreground_as_true_category
+    gt, ids, attention = synthetic_objects(n=8)
+    predictions = [apply_threshold(i, np.roll(a, 2, axis=1), 0.5) for i, a in zip(ids, attention)]  # shifted masks
+    for index, (prediction, label) in enumerate(zip(predictions, gt)):
+        write_imagenet_s_png(tmp_path / "pred" / "c" / f"{index}.png", prediction)
+        write_imagenet_s_png(tmp_path / "gt" / "c" / f"{index}.png", label)
+    from_folders = evaluate_folders(tmp_path / "pred", tmp_path / "gt", 4, workers=1,
+                                    transform=partial(foreground_as_true_category, num_classes=4))
+    assert from_folders == pytest.approx(mask_scores(predictions, gt, 4))
+    assert 0 < from_folders["mIoU"] < 100
+
+
 def test_category_probe_pools_over_the_object_and_scores_in_percent():
     from course_lib.luss.probe import category_probe, pooled_features
     torch.manual_seed(0)

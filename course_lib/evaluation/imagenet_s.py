@@ -69,6 +69,7 @@ F_BETA_SQUARED = 0.3
 """β² of the F-measure (the official code calls it ``beta``)."""
 
 Match = Mapping[int, int]
+PredictionTransform = Callable[..., np.ndarray]  # (pred, gt, name=...) → pred, applied before scoring
 T = TypeVar("T")
 
 
@@ -360,10 +361,14 @@ def _read_pair(pred_path: Path, gt_path: Path, num_classes: int) -> tuple[np.nda
     return read_imagenet_s_png(pred_path), read_imagenet_s_png(gt_path, num_classes=num_classes)
 
 
-def _evaluate_chunk(pairs: Sequence[tuple[Path, Path]], num_classes: int, match: Match | None) -> ImageNetSEvaluator:
+def _evaluate_chunk(pairs: Sequence[tuple[Path, Path]], num_classes: int, match: Match | None,
+                    transform: PredictionTransform | None = None) -> ImageNetSEvaluator:
     evaluator = ImageNetSEvaluator(num_classes, match)
     for pred_path, gt_path in pairs:
-        evaluator.update(*_read_pair(pred_path, gt_path, num_classes), name=str(pred_path))
+        pred, gt = _read_pair(pred_path, gt_path, num_classes)
+        if transform is not None:
+            pred = transform(pred, gt, name=str(pred_path))
+        evaluator.update(pred, gt, name=str(pred_path))
     return evaluator
 
 
@@ -404,17 +409,21 @@ def _map_chunks(function: Callable[..., T], pairs: list[tuple[Path, Path]], work
 
 
 def evaluate_folders(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, num_classes: int,
-                     match: Match | None = None, workers: int | None = None) -> dict[str, float | None]:
+                     match: Match | None = None, workers: int | None = None,
+                     transform: PredictionTransform | None = None) -> dict[str, float | None]:
     """Evaluate every ``G/<class>/<name>.png`` against ``P/<class>/<name>.png`` (ImageNet-S PNGs).
 
     ``match`` (predicted id → ground-truth id, e.g. from :func:`presence_matching`) is applied to the
     predictions first; ``workers`` processes read and score the images (default: all cores).
+    ``transform(pred, gt, name=...)`` (a picklable function), when given, rewrites each prediction before
+    scoring, e.g. a diagnostic such as :func:`course_lib.luss.labels.foreground_as_true_category`.
     Returns :data:`METRIC_KEYS` → percent, see :class:`ImageNetSEvaluator`.
     """
     num_classes = _check_num_classes(num_classes)
     checked = None if match is None else check_match(match, num_classes)
     pairs = list_label_pairs(predict_dir, gt_dir)
-    parts = _map_chunks(_evaluate_chunk, pairs, workers, "evaluating", num_classes=num_classes, match=checked)
+    parts = _map_chunks(_evaluate_chunk, pairs, workers, "evaluating", num_classes=num_classes, match=checked,
+                        transform=transform)
     total = parts[0]
     for part in parts[1:]:
         total.merge(part)

@@ -223,19 +223,26 @@ def unsupervised_scores(predictions: Iterable[np.ndarray], ground_truth: Sequenc
     return evaluator.compute(), match
 
 
+def foreground_as_true_category(prediction: np.ndarray, gt: np.ndarray, num_classes: int,
+                                name: str = "image") -> np.ndarray:
+    """``prediction`` (H×W ids) with every non-'other' pixel set to the image's true category: the most
+    frequent of 1..K in ``gt`` (ImageNet-S ids). The per-image step of :func:`mask_scores`."""
+    gt = np.asarray(gt)
+    counts = np.bincount(gt[(gt >= 1) & (gt <= num_classes)].ravel(), minlength=num_classes + 1)
+    if counts.sum() == 0:
+        raise ValueError(f"{name} has no category pixel in its ground truth: its masks cannot be scored")
+    return np.where(np.asarray(prediction) > 0, int(counts.argmax()), 0)
+
+
 def mask_scores(predictions: Iterable[np.ndarray], ground_truth: Iterable[np.ndarray],
                 num_classes: int) -> dict[str, float | None]:
     """A diagnostic that **uses the ground-truth categories** (not a LUSS result): every predicted non-'other'
-    pixel takes its image's true category (the most frequent of 1..K in its ground truth), then the ImageNet-S
-    metrics with identity matching. It scores the object masks alone, whatever cluster each image got, and so
+    pixel takes its image's true category (:func:`foreground_as_true_category`), then the ImageNet-S metrics
+    with identity matching. It scores the object masks alone, whatever cluster each image got, and so
     separates "where is the object" from "which category is it" (compare with :func:`unsupervised_scores`)."""
     evaluator = ImageNetSEvaluator(num_classes)
     for index, (prediction, gt) in enumerate(zip(predictions, ground_truth)):
-        gt = np.asarray(gt)
-        counts = np.bincount(gt[(gt >= 1) & (gt <= num_classes)].ravel(), minlength=num_classes + 1)
-        if counts.sum() == 0:
-            raise ValueError(f"image {index} has no category pixel in its ground truth: its masks cannot be scored")
-        evaluator.update(np.where(np.asarray(prediction) > 0, int(counts.argmax()), 0), gt)
+        evaluator.update(foreground_as_true_category(prediction, gt, num_classes, name=f"image {index}"), gt)
     return evaluator.compute()
 
 

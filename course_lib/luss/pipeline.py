@@ -40,6 +40,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -52,14 +53,13 @@ from ..data.folders import resolve_root
 from ..data.imagenet_s import ImageNetS
 from ..data.label_png import read_imagenet_s_png, write_imagenet_s_png
 from ..data.toyworld import ToyWorld, write_imagenet_s_layout
-from ..evaluation.imagenet_s import (ImageNetSEvaluator, evaluate_folders, list_label_pairs, presence_matching,
-                                     save_match)
+from ..evaluation.imagenet_s import ImageNetSEvaluator, evaluate_folders, presence_matching, save_match
 from .assets import install_toy_checkpoints
 from .attention import AttentionConfig, load_attention_model, train_attention
 from .data import PseudoLabelDataset, image_batches, sample_name
 from .finetune import FinetuneConfig, finetune, load_segmentation_model, predict_dataset
-from .labels import (apply_threshold, embed_images, kmeans, mask_scores, otsu_from_histogram, raw_label_maps,
-                     tau_sweep)
+from .labels import (apply_threshold, embed_images, foreground_as_true_category, kmeans, otsu_from_histogram,
+                     raw_label_maps, tau_sweep)
 from .multicrop import CropSpec
 from .pretrain import PretrainConfig, pretrain
 from ..distributed import init_distributed
@@ -337,7 +337,9 @@ class Pipeline:
             match = presence_matching(folder, gt_dir, s.num_classes, workers=workers)
             save_match(match, folder.parent / f"{folder.name}_match.json")
             summary[key] = evaluate_folders(folder, gt_dir, s.num_classes, match=match, workers=workers)
-            summary.setdefault("mask_mIoU", {})[key] = folder_mask_scores(folder, gt_dir, s.num_classes)["mIoU"]
+            masks = evaluate_folders(folder, gt_dir, s.num_classes, workers=workers,
+                                     transform=partial(foreground_as_true_category, num_classes=s.num_classes))
+            summary.setdefault("mask_mIoU", {})[key] = masks["mIoU"]  # a diagnostic: uses the true categories
         summary["constant_other"] = constant_other_scores(gt_dir, s.num_classes)
         self.path("summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return summary
@@ -362,14 +364,6 @@ def constant_other_scores(gt_dir: Path, num_classes: int) -> dict:
         gt = read_imagenet_s_png(path, num_classes=num_classes)
         evaluator.update(np.zeros_like(gt), gt, name=str(path))
     return evaluator.compute()
-
-
-def folder_mask_scores(predict_dir: Path, gt_dir: Path, num_classes: int) -> dict:
-    """:func:`.labels.mask_scores` of a prediction folder: the masks alone, each image's foreground given
-    its true category (a diagnostic that uses the labels, reported beside the unsupervised scores)."""
-    pairs = list_label_pairs(predict_dir, gt_dir)   # read one image at a time: ImageNet-S919 has 12 419
-    return mask_scores((read_imagenet_s_png(pred) for pred, _ in pairs),
-                       (read_imagenet_s_png(gt, num_classes=num_classes) for _, gt in pairs), num_classes)
 
 
 def save_raw_maps(folder: Path, name: str, ids: np.ndarray, attention: np.ndarray | None) -> None:

@@ -162,11 +162,6 @@ def pass_losses(outputs: dict, prototypes: Prototypes, overlap: torch.Tensor, co
     return losses
 
 
-def pretrain_transform(config: PretrainConfig) -> MultiCropWithBoxes:
-    """The multi-crop views of a pre-training run (:meth:`MultiCropWithBoxes.from_config`)."""
-    return MultiCropWithBoxes.from_config(config)
-
-
 def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, device: str | torch.device | None = None,
              max_steps: int | None = None) -> Path:
     """Pre-train on ``dataset`` (sample dicts with ``"image"``), resuming from ``out_dir/checkpoint.pt``.
@@ -180,8 +175,9 @@ def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, devi
     model = wrap_model(PASSModel.from_config(config), processes)
     prototypes = unwrap(model).prototypes
     optimizer, lars_decay = build_optimizer(model.parameters(), config.optimizer, config.base_lr, config.weight_decay)
-    loader = make_loader(MultiCropDataset(dataset, pretrain_transform(config), config.grid_size), config.batch_size,
-                         processes, shuffle=True, seed=config.seed, drop_last=True, workers=config.workers)
+    views = MultiCropDataset(dataset, MultiCropWithBoxes.from_config(config), config.grid_size)
+    loader = make_loader(views, config.batch_size, processes, shuffle=True, seed=config.seed, drop_last=True,
+                         workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs,
                                len(loader) * config.warmup_epochs, config.start_warmup)
     queue = SwAVQueueSlot(config, processes, out_dir / f"queue{processes.rank}.pt")
