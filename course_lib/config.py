@@ -10,6 +10,9 @@ variable           default                    meaning
 ``COURSE_DATA``    ``<project>/data``         root folder of the real datasets
 ``COURSE_CACHE``   ``<project>/.cache``       weights, feature caches, checkpoints
 ``COURSE_DEVICE``  best available             ``cuda``, ``mps``, ``cpu`` or e.g. ``cuda:1``
+``COURSE_SMOKE``   unset                      ``1``: every lesson and CLI runs its real code paths at tiny
+                                              size (a few images, at most 2 steps per stage, small
+                                              resolutions); with ``full`` it is the full profile's dry run
 ``TQDM_DISABLE``   unset                      ``1`` hides every progress bar (CI, nbval)
 =================  =========================  ==========================================
 
@@ -29,7 +32,18 @@ PROFILES = ("toy", "full")
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class CourseError(Exception):
+    """Base of the course's expected, user-fixable failures (a missing download, a bad value).
+
+    In a notebook, IPython shows only the message (``_render_traceback_``), not a traceback: the message
+    already names the fix (e.g. the ``data_scripts`` command that fetches a missing dataset)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {line}" if i == 0 else line
+                for i, line in enumerate(str(self).splitlines() or [""])]
+
+
+class ConfigError(CourseError, ValueError):
     """A configuration value (environment variable or argument) is not valid."""
 
 
@@ -66,6 +80,39 @@ def data_dir() -> Path:
 def cache_dir() -> Path:
     """Root of weights, feature caches and checkpoints (``$COURSE_CACHE``, default ``<project>/.cache``)."""
     return _path_from_env("COURSE_CACHE", ".cache")
+
+
+def smoke() -> bool:
+    """True when ``$COURSE_SMOKE`` is set to a true value: run everything at tiny size (the dry run)."""
+    return os.environ.get("COURSE_SMOKE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def smoke_steps(steps: int, limit: int = 2) -> int:
+    """``steps``, capped at ``limit`` (2 optimisation steps per stage) under ``COURSE_SMOKE``."""
+    return min(steps, limit) if smoke() else steps
+
+
+def banner(data: str, backbone: str, device: object | None = None) -> str:
+    """The one line every lesson prints first, so a learner always knows what ran, e.g.
+    ``profile: toy · data: toy world (scenes) · backbone: toy_vit · device: cpu`` (``· smoke`` is
+    appended under ``COURSE_SMOKE``). Printed as well as returned."""
+    line = f"profile: {profile()} · data: {data} · backbone: {backbone} · device: {device or get_device()}"
+    if smoke():
+        line += " · smoke (COURSE_SMOKE=1: tiny sizes, proves the plumbing, not the quality)"
+    print(line, flush=True)
+    return line
+
+
+def runs_dir() -> Path:
+    """Where the training CLIs' runs live by default and the lessons look for them: ``COURSE_CACHE/runs``."""
+    return cache_dir() / "runs"
+
+
+def default_run_dir(method: str, dataset: str, backbone: str | None = None) -> Path:
+    """The standard run folder of ``method`` on ``dataset`` (and ``backbone``), e.g.
+    ``COURSE_CACHE/runs/stego_cocostuff27_dino_vits8``: a CLI writes there when ``--out`` is not given,
+    and a lesson's full branch loads the run from there when it exists."""
+    return runs_dir() / "_".join(part for part in (method, dataset, backbone) if part)
 
 
 def get_device(preference: str | None = None):

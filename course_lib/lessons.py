@@ -1,4 +1,4 @@
-"""Run the course's lessons headless: ``python -m course_lib.lessons run [--out build/course]``.
+"""Run the course's lessons headless: ``python -m course_lib.lessons run [--out build/course] [--lessons 02 03]``.
 
 Each notebook in ``notebooks/`` is executed in order (toy profile unless ``COURSE_PROFILE`` says
 otherwise) in a fresh ``python3`` kernel whose working directory is ``notebooks/``; the executed
@@ -30,6 +30,16 @@ def lesson_notebooks(folder: Path | None = None) -> list[Path]:
     found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if not found:
         raise FileNotFoundError(f"no lesson notebooks (NN_*.ipynb) in {folder}")
+    return found
+
+
+def select_lessons(numbers: list[str], folder: Path | None = None) -> list[Path]:
+    """The lesson notebooks whose number is in ``numbers`` (``"2"`` and ``"02"`` alike), in course order."""
+    wanted = {f"{int(number):02d}" for number in numbers}
+    found = [p for p in lesson_notebooks(folder) if p.name[:2] in wanted]
+    missing = wanted - {p.name[:2] for p in found}
+    if missing:
+        raise SystemExit(f"error: no lesson numbered {', '.join(sorted(missing))} in notebooks/")
     return found
 
 
@@ -77,9 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute every lesson notebook headless")
     run.add_argument("--out", type=Path, default=project_root() / "build" / "course", help="output folder")
+    run.add_argument("--lessons", nargs="+", default=None, metavar="NN",
+                     help="only the lessons with these numbers, e.g. --lessons 01 02 09 (default: all)")
     run.add_argument("notebooks", nargs="*", type=Path, help="only these notebooks (default: all, in order)")
     args = parser.parse_args(argv)
-    runs = run_course(args.out, [p.resolve() for p in args.notebooks] or None)
+    notebooks = [p.resolve() for p in args.notebooks]
+    if args.lessons:
+        notebooks += select_lessons(args.lessons)
+    runs = run_course(args.out, notebooks or None)
     return 0 if all(r.ok for r in runs) else 1
 
 

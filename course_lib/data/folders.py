@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .. import config
+from ..config import CourseError
 from .label_png import LabelEncodingError
 
 JointTransform = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -41,11 +42,11 @@ _COMMAND_NOTES = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(CourseError, FileNotFoundError):
     """A dataset (or one of its splits or list files) is not on disk; the message says how to get it."""
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(CourseError, FileNotFoundError):
     """A dataset folder exists but a file its layout requires is missing (e.g. an image's label)."""
 
 

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..config import CourseError
+
 IMAGENET_S_OTHER = 0
 IMAGENET_S_IGNORE = 1000
 
 
-class LabelEncodingError(ValueError):
+class LabelEncodingError(CourseError, ValueError):
     """A label image is not in the encoding its dataset uses."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import CourseError
 from ..data.hub import WEIGHTS, weights_path
 from .resnet import build_resnet
 from .vit import DINO_ARCHITECTURES, VisionTransformer, vit_from_name
@@ -26,7 +27,7 @@ RESNETS = ("resnet18", "resnet50")
 BACKBONES = ("toy_vit", *DINO_ARCHITECTURES, *RESNETS)
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(CourseError, FileNotFoundError):
     """A backbone's weight file is missing; the message names the command that fetches it."""
 
 
