@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
 export COURSE_PROFILE ?= toy
 
-.PHONY: setup course test unit-tests notebook-tests lab clean
+.PHONY: setup course test unit-tests notebook-tests lab clean gpu-check
 
 setup: $(STAMP)
 
@@ -31,6 +31,9 @@ unit-tests: $(STAMP)
 notebook-tests: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
