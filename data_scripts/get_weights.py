@@ -1,14 +1,18 @@
-"""Download the official DINO checkpoints (backbone only) that the full profile uses.
+"""Download the weight files that the full profile loads: the official DINO checkpoints (backbone only)
+and torchvision's ImageNet ResNets (SegSort starts from ResNet-101).
 
 Examples::
 
     python data_scripts/get_weights.py --model dino_vits8
+    python data_scripts/get_weights.py --model resnet101
     python data_scripts/get_weights.py --model all --out-dir /big/disk/weights
 
-Files go to ``$COURSE_CACHE/weights`` (default ``<project>/.cache/weights``), the path given by
-``course_lib.data.hub.weights_path(model)``. Downloads resume after an interruption (run the
-same command again). Meta publishes no checksum for these files: the SHA-256 computed on first
-download is printed so that it can be recorded.
+Files go to ``$COURSE_CACHE/weights`` (default ``<project>/.cache/weights``) under their official file
+names, the path given by ``course_lib.data.hub.weights_path(model)``; the course loads them from there
+and never downloads anything itself. Downloads resume after an interruption (run the same command
+again). The ResNet files are checked against the SHA-256 prefix in their names, as torchvision checks
+them; Meta publishes no checksum for the DINO files: the SHA-256 computed on first download is printed
+so that it can be recorded.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from course_lib.data import hub  # noqa: E402
 from course_lib.data.download import part_path  # noqa: E402
 from course_lib.data.prepare import (DatasetLayoutError, ListMismatchWarning, build_imagenet_s,  # noqa: E402
                                      check_cocostuff, fetch_imagenet_s_lists, install_imagenet_s_annotations,
-                                     prepare_cocostuff, prepare_voc)
+                                     prepare_cocostuff, prepare_voc, prepare_weights)
 
 pytestmark = pytest.mark.filterwarnings("ignore::course_lib.data.download.UnverifiedDownloadWarning")
 
@@ -84,7 +84,7 @@ def write(path: Path, data: bytes) -> Path:
 
 def test_every_registry_entry_has_https_or_an_explicit_flag_and_a_checksum_or_an_explicit_flag():
     entries = hub.all_files()
-    assert len(entries) == 4 + 5 + 2 + 15 + 3
+    assert len(entries) == 4 + 3 + 5 + 2 + 15 + 3
     filenames = [e.filename for e in entries.values()]
     assert len(set(filenames)) == len(filenames), "file names must be unique (mirrors serve them by name)"
     for entry in entries.values():
@@ -94,7 +94,9 @@ def test_every_registry_entry_has_https_or_an_explicit_flag_and_a_checksum_or_an
             assert entry.url.startswith("https://"), entry.name
         assert entry.checksum_known == (entry.sha256 is not None or entry.md5 is not None), entry.name
         assert entry.checksum_source, entry.name
-        if entry.sha256 is not None:
+        if entry.sha256 is not None and len(entry.sha256) < 64:   # a published prefix, said so
+            assert re.fullmatch(r"[0-9a-f]{8,63}", entry.sha256) and "prefix" in entry.checksum_source, entry.name
+        elif entry.sha256 is not None:
             assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256), entry.name
         if entry.md5 is not None:
             assert re.fullmatch(r"[0-9a-f]{32}", entry.md5), entry.name
@@ -146,6 +148,34 @@ def test_get_weights_end_to_end_through_a_mirror(server, tmp_path):
                        mirror=server.base_url, tmp_path=tmp_path)
     assert again.returncode == 0 and "already present" in again.stdout
     assert len(server.requests_for("dino_deitsmall16_pretrain.pth")) == 1
+
+
+def test_torchvision_resnets_are_registered_with_the_hash_prefix_of_their_official_names():
+    for model, stem in [("resnet18", "resnet18-f37072fd"), ("resnet50", "resnet50-0676ba61"),
+                        ("resnet101", "resnet101-63fe2227")]:
+        entry = hub.WEIGHTS[model]
+        assert entry.url == f"https://download.pytorch.org/models/{stem}.pth" and entry.filename == f"{stem}.pth"
+        # torch.hub.HASH_REGEX: the digits after the last '-' are the SHA-256 prefix torchvision checks
+        assert entry.sha256 == stem.rsplit("-", 1)[1] and entry.checksum_known
+
+
+def test_prepare_weights_checks_the_resnet_hash_prefix(server, tmp_path):
+    payload = np.random.default_rng(2).bytes(50_000)
+    server.files["resnet18-f37072fd.pth"] = payload
+    prefixed = dataclasses.replace(hub.WEIGHTS["resnet18"], sha256=hashlib.sha256(payload).hexdigest()[:8])
+    paths = prepare_weights(["resnet18"], tmp_path / "weights", files={"resnet18": prefixed},
+                            mirror=server.base_url, progress=False)
+    assert paths["resnet18"] == tmp_path / "weights" / "resnet18-f37072fd.pth"
+    assert paths["resnet18"].read_bytes() == payload
+
+
+def test_get_weights_rejects_a_resnet_file_whose_sha256_lacks_the_official_prefix(server, tmp_path):
+    server.files["resnet101-63fe2227.pth"] = b"not the ImageNet weights" * 100
+    failed = run_data_script("get_weights.py", "--model", "resnet101", mirror=server.base_url, tmp_path=tmp_path)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "Checksum mismatch" in failed.stderr and "sha256 starting with 63fe2227" in failed.stderr
+    target = tmp_path / "cache" / "weights" / "resnet101-63fe2227.pth"
+    assert not target.exists() and not part_path(target).exists()
 
 
 def test_get_weights_defaults_to_the_cache_and_reports_http_errors(server, tmp_path):

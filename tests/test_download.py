@@ -194,6 +194,21 @@ def test_range_not_satisfiable_finishes_a_complete_part_or_restarts(server, payl
     assert [r["status"] for r in server.requests_for("done.bin")[1:]] == [416, 200]
 
 
+def test_a_sha256_prefix_is_checked_as_torchvision_checks_it(server, payload, tmp_path):
+    server.files["resnet.pth"] = payload
+    dest = download(server.url("resnet.pth"), tmp_path / "resnet.pth", sha256=sha256(payload)[:8], progress=False)
+    assert dest.read_bytes() == payload
+    wrong = ("0" if sha256(payload)[0] != "0" else "1") + sha256(payload)[1:8]
+    with pytest.raises(ChecksumError, match=f"sha256 starting with {wrong}"):
+        download(server.url("resnet.pth"), tmp_path / "other.pth", sha256=wrong, progress=False)
+    assert not (tmp_path / "other.pth").exists()
+    with pytest.raises(ValueError, match="first 8"):
+        download(server.url("resnet.pth"), tmp_path / "short.pth", sha256=sha256(payload)[:7], progress=False)
+    with pytest.raises(ValueError, match="md5"):
+        download(server.url("resnet.pth"), tmp_path / "short.pth", md5=hashlib.md5(payload).hexdigest()[:8],
+                 progress=False)
+
+
 def test_checksum_mismatch_raises_and_keeps_nothing(server, payload, tmp_path):
     server.files["bad.bin"] = payload
     dest = tmp_path / "bad.bin"

@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from course_lib.config import progress as progress_bar
 
 MiB = 1 << 20
+MIN_SHA256_PREFIX = 8  # hex digits: the shortest SHA-256 prefix accepted as a checksum (torchvision's)
 SPACE_MARGIN = 64 * MiB  # keep this much free beyond the file itself
 USER_AGENT = "course_lib-downloader/1.0 (+python-urllib)"
 
@@ -93,6 +94,9 @@ def download(
 
     ``sha256`` or ``md5`` (hex) is checked before the file is moved into place; with neither, the
     file is trusted on first use and an :class:`UnverifiedDownloadWarning` gives its SHA-256.
+    ``sha256`` may also be a prefix of the digest (at least :data:`MIN_SHA256_PREFIX` hex digits): the
+    file must then start with it, which is the check torchvision's ``check_hash=True`` makes with the
+    prefix its weight files carry in their names (e.g. ``resnet101-63fe2227.pth``).
     ``expected_size`` (bytes) is checked against the server's ``Content-Length`` before anything
     is written and against the finished file. ``resume=False`` discards an earlier ``.part`` file.
     """
@@ -132,8 +136,13 @@ def _expected_checksum(sha256: str | None, md5: str | None) -> tuple[str | None,
     if sha256 is not None and md5 is not None:
         raise ValueError("Give either sha256 or md5, not both.")
     if sha256 is not None:
+        if not re.fullmatch(f"[0-9a-fA-F]{{{MIN_SHA256_PREFIX},64}}", sha256):
+            raise ValueError(f"sha256 must be the hex digest or its first {MIN_SHA256_PREFIX} to 64 hex "
+                             f"digits, got {sha256!r}")
         return "sha256", sha256.lower()
     if md5 is not None:
+        if not re.fullmatch("[0-9a-fA-F]{32}", md5):
+            raise ValueError(f"md5 must be the 32 hex digits of the digest, got {md5!r}")
         return "md5", md5.lower()
     return None, None
 
@@ -143,8 +152,8 @@ def _existing_file_is_valid(dest: Path, algorithm, expected, expected_size) -> b
     size = dest.stat().st_size
     if expected_size is not None and size != expected_size:
         reason = f"its size is {size} bytes, expected {expected_size}"
-    elif algorithm is not None and file_checksum(dest, algorithm) != expected:
-        reason = f"its {algorithm} does not match the registry ({expected})"
+    elif algorithm is not None and not file_checksum(dest, algorithm).startswith(expected):
+        reason = f"its {algorithm} does not match the registry ({_described(algorithm, expected)})"
     else:
         return True
     print(f"[redo] {dest} exists but {reason}; downloading it again.")
@@ -325,13 +334,19 @@ def _verify(url: str, part: Path, algorithm, expected, expected_size) -> None:
         )
         return
     computed = file_checksum(part, algorithm)
-    if computed != expected:
+    if not computed.startswith(expected):   # a full digest must be equal; a prefix must begin it
         _discard(part)
         raise ChecksumError(
-            f"Checksum mismatch for {url}: expected {algorithm} {expected}, got {computed}. The corrupt "
+            f"Checksum mismatch for {url}: expected {_described(algorithm, expected)}, got {computed}. The corrupt "
             "file was deleted. Run the same command again to retry; if it fails again, the file on the "
             "server has changed: report the URL to the course maintainers."
         )
+
+
+def _described(algorithm: str, expected: str) -> str:
+    """A registry checksum as it is checked: ``<algorithm> <digest>``, or ``<algorithm> starting with <prefix>``."""
+    full = len(expected) == 2 * hashlib.new(algorithm).digest_size
+    return f"{algorithm} {expected}" if full else f"{algorithm} starting with {expected}"
 
 
 def _human(n_bytes: int) -> str:

@@ -28,6 +28,8 @@ class RemoteFile:
 
     ``filename`` is the name on disk and on a mirror (unique in the registry). ``checksum_known``
     must agree with ``sha256``/``md5``: ``False`` means no trustworthy checksum exists yet.
+    ``sha256`` is the hex digest or, where only a prefix of it is published (torchvision's weight
+    files), that prefix; ``checksum_source`` says which.
     ``http_only`` marks a file whose official URL is plain HTTP (no working HTTPS is known for its
     host); its integrity rests on the checksum (where known) and on the archive's own CRCs.
     """
@@ -79,6 +81,37 @@ WEIGHTS: dict[str, RemoteFile] = {
         ("dino_vitb8", "dino_vitbase8_pretrain", "DINO ViT-B/8 backbone (85M parameters)"),
     ]
 }
+
+
+# ---------------------------------------------------------------------- torchvision ImageNet ResNets
+# torchvision.models.ResNet{18,50,101}_Weights.IMAGENET1K_V1: the ImageNet initialisation SegSort starts
+# from. torchvision names each file after the first 8 hex digits of its SHA-256 and verifies exactly that
+# prefix (torch.hub.load_state_dict_from_url(check_hash=True)); no full digest is published, so the
+# registry checks the same prefix (course_lib.data.download accepts a SHA-256 prefix).
+_TORCHVISION = "https://download.pytorch.org/models"
+_TORCHVISION_SOURCE = ("SHA-256 prefix only (8 hex digits): torchvision's file name carries it and "
+                       "load_state_dict_from_url(check_hash=True) verifies the same prefix; "
+                       "no full digest is published")
+
+WEIGHTS.update({
+    model: RemoteFile(
+        name=model,
+        url=f"{_TORCHVISION}/{filename}",
+        filename=filename,
+        checksum_known=True,
+        sha256=sha256_prefix,
+        checksum_source=_TORCHVISION_SOURCE,
+        description=description,
+    )
+    for model, filename, sha256_prefix, description in [
+        ("resnet18", "resnet18-f37072fd.pth", "f37072fd",
+         "torchvision ResNet-18, ImageNet IMAGENET1K_V1 (11.7M parameters)"),
+        ("resnet50", "resnet50-0676ba61.pth", "0676ba61",
+         "torchvision ResNet-50, ImageNet IMAGENET1K_V1 (25.6M parameters)"),
+        ("resnet101", "resnet101-63fe2227.pth", "63fe2227",
+         "torchvision ResNet-101, ImageNet IMAGENET1K_V1 (44.5M parameters; SegSort's initialisation)"),
+    ]
+})
 
 
 def weights_path(model: str, weights_dir: str | os.PathLike | None = None) -> Path:
