@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from course_lib.data.five_crop import (
     encode_crop_label,
     five_crop,
     five_crop_boxes,
+    five_crop_dataset,
     five_crop_dir,
     prepare_five_crop,
 )
@@ -131,3 +133,24 @@ def test_cli_prepares_and_reports_a_missing_dataset(tmp_path, capsys):
     args = ["--dataset", "cocostuff27", "--split", "train", "--data-dir", str(tmp_path), "--num-workers", "0"]
     assert cli.main(args) == 0
     assert len(FiveCropDataset("cocostuff27", "train", root=tmp_path)) == 5
+
+
+def test_five_crop_dataset_prepares_once_and_keeps_a_first_n_subset_apart(tmp_path, monkeypatch):
+    with pytest.raises(DatasetNotFoundError, match="get_cocostuff.py"):  # no source: stops before writing
+        five_crop_dataset("cocostuff27", "train", root=tmp_path)
+    assert not (tmp_path / "cropped").exists()
+    make_cocostuff(tmp_path, "train", n_images=3, size=(24, 32))
+    first = five_crop_dataset("cocostuff27", "train", root=tmp_path, n_images=2)
+    assert len(first) == 10 and first.source_indices[-1] == 1
+    assert first.image_paths[0].startswith(str(five_crop_dir("cocostuff27", tmp_path, n_images=2)))
+    assert not five_crop_dir("cocostuff27", tmp_path).exists()  # a subset is never the whole set's folder
+    whole = five_crop_dataset("cocostuff27", "train", root=tmp_path, n_images=8)  # more than there are: all
+    assert len(whole) == 15 and (five_crop_dir("cocostuff27", tmp_path) / "index" / "train.csv").is_file()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(importlib.import_module("course_lib.data.five_crop"), "prepare_five_crop", refuse)
+    again = five_crop_dataset("cocostuff27", "train", root=tmp_path)
+    assert again.names == whole.names
+    torch.testing.assert_close(again[7]["image"], whole[7]["image"])

@@ -12,6 +12,11 @@ the margin. Crop ``c`` of source image ``i`` is saved as number ``k = 5·i + c``
 - ``cropped/<dataset>_five_crop_0.5/index/<split>.csv`` (the course's addition): for each ``k`` its
   source image name and index, the crop position and box. It is written last, atomically: a folder
   without it is unfinished, and re-running resumes where it stopped.
+
+:func:`five_crop_dataset` is what a training run calls: the prepared set, prepared first when missing (the
+"crop → kNN → train" order the official code leaves to its users). A run on the first ``n_images`` source
+images only (``COURSE_SMOKE``) writes them to their own folder, ``..._five_crop_0.5_first<n>``, so a partial
+set is never mistaken for the whole one.
 """
 from __future__ import annotations
 
@@ -81,9 +86,12 @@ def decode_crop_label(stored: np.ndarray) -> np.ndarray:
     return np.asarray(stored).astype(np.int64) - 1
 
 
-def five_crop_dir(dataset: str, root: str | os.PathLike | None = None, ratio: float = 0.5) -> Path:
-    """``<root>/cropped/<dataset>_five_crop_<ratio>`` (STEGO's folder name)."""
-    return resolve_root(root) / "cropped" / f"{dataset}_five_crop_{ratio}"
+def five_crop_dir(dataset: str, root: str | os.PathLike | None = None, ratio: float = 0.5,
+                  n_images: int | None = None) -> Path:
+    """``<root>/cropped/<dataset>_five_crop_<ratio>`` (STEGO's folder name); ``_first<n>`` appended for the
+    crops of the first ``n_images`` source images only."""
+    suffix = "" if n_images is None else f"_first{n_images}"
+    return resolve_root(root) / "cropped" / f"{dataset}_five_crop_{ratio}{suffix}"
 
 
 def _save_atomic(array: np.ndarray, path: Path, **save_kwargs) -> None:
@@ -100,13 +108,15 @@ def _image_to_uint8(image: torch.Tensor) -> np.ndarray:
 class _CropWriter(Dataset):
     """Item ``i`` writes the five crops of source sample ``i`` and returns their index rows."""
 
-    def __init__(self, source: SegmentationFolder, out_dir: Path, split: str, ratio: float, jpeg_quality: int):
+    def __init__(self, source: SegmentationFolder, out_dir: Path, split: str, ratio: float, jpeg_quality: int,
+                 n_images: int | None = None):
         self.source, self.ratio, self.jpeg_quality = source, ratio, jpeg_quality
+        self.n_images = len(source) if n_images is None else min(n_images, len(source))
         self.img_dir = out_dir / "img" / split
         self.label_dir = out_dir / "label" / split
 
     def __len__(self) -> int:
-        return len(self.source)
+        return self.n_images
 
     def _paths(self, k: int) -> tuple[Path, Path]:
         return self.img_dir / f"{k}.jpg", self.label_dir / f"{k}.png"
@@ -140,19 +150,24 @@ def prepare_five_crop(
     ratio: float = 0.5,
     num_workers: int = 0,
     jpeg_quality: int = 75,
+    n_images: int | None = None,
 ) -> Path:
     """Write the five-crop version of ``dataset`` ("cocostuff27" or "cityscapes27") ``split``; return its folder.
 
     Reads the source with :class:`CocoStuff27` / :class:`Cityscapes27` from ``root`` (``None``:
-    ``COURSE_DATA``) and writes ``root/cropped/<dataset>_five_crop_<ratio>/`` (see the module doc).
-    ``num_workers`` processes read and write in parallel. Files already written are kept (resume).
+    ``COURSE_DATA``) and writes ``root/cropped/<dataset>_five_crop_<ratio>/`` (see the module doc), or,
+    with ``n_images``, the crops of the first ``n_images`` source images to
+    ``five_crop_dir(dataset, root, ratio, n_images)``. ``num_workers`` processes read and write in
+    parallel. Files already written are kept (resume).
     """
     if dataset not in FIVE_CROP_SOURCES:
         raise ValueError(f"five-crop dataset must be one of {sorted(FIVE_CROP_SOURCES)}, got {dataset!r}")
+    if n_images is not None and n_images < 1:
+        raise ValueError(f"n_images must be at least 1, got {n_images}")
     root = resolve_root(root)
     source = FIVE_CROP_SOURCES[dataset](root=root, split=split)
-    out_dir = five_crop_dir(dataset, root, ratio)
-    writer = _CropWriter(source, out_dir, split, ratio, jpeg_quality)
+    out_dir = five_crop_dir(dataset, root, ratio, n_images)
+    writer = _CropWriter(source, out_dir, split, ratio, jpeg_quality, n_images)
     writer.img_dir.mkdir(parents=True, exist_ok=True)
     writer.label_dir.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(writer, batch_size=None, num_workers=num_workers, collate_fn=_rows_of_one_item)
@@ -185,11 +200,12 @@ class FiveCropDataset(SegmentationFolder):
         root: str | os.PathLike | None = None,
         ratio: float = 0.5,
         transform: JointTransform | None = None,
+        n_images: int | None = None,
     ) -> None:
         if dataset not in FIVE_CROP_SOURCES:
             raise ValueError(f"five-crop dataset must be one of {sorted(FIVE_CROP_SOURCES)}, got {dataset!r}")
         root = resolve_root(root)
-        out_dir = five_crop_dir(dataset, root, ratio)
+        out_dir = five_crop_dir(dataset, root, ratio, n_images)
         index_path = out_dir / "index" / f"{split}.csv"
         if not index_path.is_file():
             problem = f"{index_path} does not exist" + (" (the preparation did not finish)" if out_dir.is_dir() else "")
@@ -230,3 +246,29 @@ class FiveCropDataset(SegmentationFolder):
             "source_index": self.source_indices[index],
             "position": self.positions[index],
         }
+
+
+def five_crop_dataset(
+    dataset: str,
+    split: str,
+    root: str | os.PathLike | None = None,
+    ratio: float = 0.5,
+    transform: JointTransform | None = None,
+    n_images: int | None = None,
+    num_workers: int = 0,
+) -> FiveCropDataset:
+    """The five-crop set of ``dataset`` ``split`` (:class:`FiveCropDataset`), prepared first when missing.
+
+    ``n_images``: the crops of the first ``n_images`` source images only (all of them when the split has
+    no more; then the complete set's folder is used, and a later full run reuses it). A missing source
+    dataset raises :class:`~.folders.DatasetNotFoundError` (naming its fetch command) before anything is
+    written; an interrupted preparation resumes.
+    """
+    if dataset not in FIVE_CROP_SOURCES:
+        raise ValueError(f"five-crop dataset must be one of {sorted(FIVE_CROP_SOURCES)}, got {dataset!r}")
+    root = resolve_root(root)
+    if n_images is not None and n_images >= len(FIVE_CROP_SOURCES[dataset](root=root, split=split)):
+        n_images = None
+    if not (five_crop_dir(dataset, root, ratio, n_images) / "index" / f"{split}.csv").is_file():
+        prepare_five_crop(dataset, split, root, ratio, num_workers=num_workers, n_images=n_images)
+    return FiveCropDataset(dataset, split, root, ratio, transform, n_images)

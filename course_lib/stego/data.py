@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import progress
-from ..data import CenterCrop, Cityscapes27, CocoStuff27, Compose, FiveCropDataset, Resize, ToyWorld, five_crop
+from ..data import CenterCrop, Cityscapes27, CocoStuff27, Compose, Resize, ToyWorld, five_crop
+from ..data.five_crop import five_crop_dataset
 from ..data.transforms import resize_pair
 from ..models.features import FeatureCache, FeatureSet, run_backbone
 from .pairs import draw_positives
@@ -94,15 +95,18 @@ def toy_images_uint8(split: str, n_images: int | None = None, size: int = 96, se
 
 
 def full_dataset(name: str, split: str, resolution: int, five_crop: bool = False,
-                 root: str | Path | None = None) -> Dataset:
+                 root: str | Path | None = None, n_images: int | None = None, num_workers: int = 0) -> Dataset:
     """CocoStuff-27 / Cityscapes-27 resized (short side) and centre-cropped to ``resolution``, as STEGO's
-    loaders; ``five_crop`` reads the prepared five-crop folder (``data_scripts/five_crop.py``)."""
+    loaders. ``five_crop``: the five-crop set (``data_scripts/five_crop.py``), prepared first when missing
+    (``num_workers`` processes). ``n_images``: the first ``n_images`` source images only (five-crop: their
+    5·n crops), e.g. under ``COURSE_SMOKE``. A missing dataset raises ``DatasetNotFoundError`` at once."""
     if name not in FULL_DATASETS:
         raise ValueError(f"no full-scale loader for {name!r}; choose one of {', '.join(FULL_DATASETS)}")
     transform = Compose([Resize(resolution), CenterCrop(resolution)])
     if five_crop:
-        return FiveCropDataset(name, split, root=root, transform=transform)
-    return FULL_DATASETS[name](root=root, split=split, transform=transform)
+        return five_crop_dataset(name, split, root, transform=transform, n_images=n_images, num_workers=num_workers)
+    dataset = FULL_DATASETS[name](root=root, split=split, transform=transform)
+    return dataset if n_images is None or n_images >= len(dataset) else Subset(dataset, range(n_images))
 
 
 def _stack_images(samples: list[dict]) -> torch.Tensor:

@@ -25,6 +25,7 @@ from ..models.backbones import backbone_cache_key
 from ..models.features import FeatureCache, FeatureSet
 from .configs import StegoConfig
 from .data import (
+    FULL_DATASETS,
     HorizontalFlip,
     dataset_features,
     full_dataset,
@@ -79,8 +80,13 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
                  cache: FeatureCache | None = None) -> StegoData:
     """The data of ``config``: the toy world's scenes (``config.dataset == "toy"``; ``n_train`` / ``n_val``
     images of ``size`` px) or a full-scale dataset at ``config.resolution`` (validation at
-    ``config.val_resolution``). Training features are cached unless ``online`` (then the backbone runs at
-    every step); the kNN table is cached under ``COURSE_CACHE/stego/knn``. Process 0 fills every cache first.
+    ``config.val_resolution``; ``n_train`` / ``n_val``: its first source images only, all by default).
+
+    Full scale prepares what is missing and reuses it next time: the five-crop set (when the config
+    asks for it), the kNN table (``COURSE_CACHE/stego/knn``) and the feature caches (validation always,
+    training unless ``online``: then the backbone runs at every step). A dataset that is not downloaded
+    raises ``DatasetNotFoundError`` (naming its fetch command) before any of it. Process 0 fills every
+    cache first.
     """
     context = context or DistContext(device=next(backbone.parameters()).device)
     cache = cache or FeatureCache()
@@ -101,10 +107,15 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
         return StegoData(CachedPairs(train.features, train.labels, table), val, val_flipped, val_dataset,
                          list(val_dataset.classes))
 
-    train_dataset = full_dataset(config.dataset, "train", config.resolution, config.five_crop)
-    train_name = f"{config.dataset}{'_fivecrop' if config.five_crop else ''}_res{config.resolution}"
-    val_dataset = full_dataset(config.dataset, "val", config.val_resolution)
-    val_name = f"{config.dataset}_res{config.val_resolution}"
+    val_dataset = full_dataset(config.dataset, "val", config.val_resolution, n_images=n_val)
+    train_dataset = _main_first(context, lambda: full_dataset(config.dataset, "train", config.resolution,
+                                                              config.five_crop, n_images=n_train,
+                                                              num_workers=num_workers))
+    # cache names count the source images: a first-n subset and the whole set never share an entry
+    n_train_images = len(train_dataset) // (5 if config.five_crop else 1)
+    train_name = f"{config.dataset}{'_fivecrop' if config.five_crop else ''}_n{n_train_images}_res{config.resolution}"
+    val_name = f"{config.dataset}_n{len(val_dataset)}_res{config.val_resolution}"
+
     def extract(dataset: Dataset, name: str, split: str, resolution: int) -> FeatureSet:
         return cache.get_or_compute(key, dataset, name, split, resolution, backbone=backbone,
                                     batch_size=batch_size, device=context.device)
@@ -123,7 +134,7 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
         table = _main_first(context, lambda: cached_knn_table(_knn_path(key, train_name), len(train),
                                                               lambda: global_descriptors(train.features)))
         source = CachedPairs(train.features, train.labels, table)
-    return StegoData(source, val, val_flipped, val_dataset, list(val_dataset.classes))
+    return StegoData(source, val, val_flipped, val_dataset, list(FULL_DATASETS[config.dataset].classes))
 
 
 def eval_batches(data: StegoData, batch_size: int = 50) -> Iterator[EvalBatch]:

@@ -58,14 +58,19 @@ class StegoModel(nn.Module):
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Losses of one batch: B×C×h×w features, their kNN partners' features, B×H×W labels.
 
-        Returns ``{"self", "knn", "rand", "correlation", "linear", "cluster", "total"}``.
+        Returns ``{"self", "knn", "rand", "correlation", "linear", "cluster", "total"}``, float32 scalars.
+
+        Under autocast (bf16 on CUDA, as :func:`~.trainer.train_stego` runs it) only the head runs in
+        reduced precision: the losses, probes included, are computed in float32 with autocast off.
         """
         signal, codes = self.head(torch.cat([features, features_pos]), with_signal=True)
         batch = features.shape[0]
-        terms = stego_loss(signal[:batch], signal[batch:], codes[:batch], codes[batch:], self.config, generator)
-        own_codes = codes[:batch]
-        linear = upsampled_cross_entropy(self.linear_probe(own_codes.detach()), labels)
-        cluster = self.cluster_probe.loss(own_codes)
+        with torch.autocast(device_type=codes.device.type, enabled=False):
+            signal, codes = signal.float(), codes.float()
+            terms = stego_loss(signal[:batch], signal[batch:], codes[:batch], codes[batch:], self.config, generator)
+            own_codes = codes[:batch]
+            linear = upsampled_cross_entropy(self.linear_probe(own_codes.detach()), labels)
+            cluster = self.cluster_probe.loss(own_codes)
         return {"self": terms["self"], "knn": terms["knn"], "rand": terms["rand"], "correlation": terms["total"],
                 "linear": linear, "cluster": cluster, "total": terms["total"] + linear + cluster}
 

@@ -1,4 +1,4 @@
-"""Train and evaluate STEGO: ``python -m course_lib.stego.train --profile toy --out DIR``.
+"""Train and evaluate STEGO: ``python -m course_lib.stego.train [--profile toy|full] [--out DIR]``.
 
 Toy profile (default): the toy world's scenes (1000 training, 200 validation images, 96 px) on the
 shipped toy ViT's cached features, :data:`~.configs.TOY_CONFIG`, then the ablations. Full scale, e.g.
@@ -7,15 +7,28 @@ training images loaded and passed through the frozen backbone at every step (bf1
 ``--cached-features`` caches them instead), five-crop as the official config says (``--no-five-crop``),
 validation features cached.
 
+One command from the raw dataset to the metrics: what the run needs and is missing (the five-crop set
+under ``COURSE_DATA/cropped``, the kNN table and the feature caches under ``COURSE_CACHE``) is prepared,
+with progress bars, and reused by the next run. A dataset or weight file that is not downloaded stops the
+run at once with the command that fetches it (``error: ...``, exit status 2, no traceback).
+
+The flags follow the course's CLI convention (:mod:`course_lib.cli`): ``--profile --dataset --out
+--data-root --device --threads --seed --max-steps --print-config``; ``--out`` defaults to
+``COURSE_CACHE/runs/stego_<dataset>_<backbone>`` (:func:`course_lib.config.default_run_dir`, where the
+lessons look for it). ``--steps`` is the number of steps, ``--max-steps`` caps it. ``COURSE_SMOKE=1``
+runs the same code paths at tiny size (:data:`SMOKE_SIZES`: a few images, at most 2 steps, 64 px), the
+dry run of the full profile.
+
 Several processes: ``torchrun --nproc_per_node N -m course_lib.stego.train ...`` (DistributedDataParallel;
 NCCL on GPUs, gloo on CPUs). ``--batch-size`` is per process; process 0 evaluates and writes the files.
 
-Outputs in ``DIR``: ``checkpoint.pt`` (resumed when present), ``stego.pt`` (:meth:`StegoModel.load`),
-``loss_curves.png`` and ``metrics.json``: ``cluster_mIoU``, ``cluster_accuracy``, ``linear_mIoU``,
-``linear_accuracy`` (after the CRF; ``*_no_crf`` without), ``baseline_kmeans_mIoU`` /
-``baseline_kmeans_accuracy`` (k-means on the same backbone's validation features, same matching),
-``ablations`` (rows of :func:`~.ablations.run_ablations`, each trained under ``DIR/ablations``), the
-per-step losses, timings and the configuration.
+Outputs in ``DIR``: ``config.json`` (the resolved configuration, written at the start, as
+``--print-config`` shows it), ``checkpoint.pt`` (resumed when present), ``stego.pt``
+(:meth:`StegoModel.load`), ``loss_curves.png`` and ``metrics.json`` (finite numbers only, ``null``
+otherwise): ``cluster_mIoU``, ``cluster_accuracy``, ``linear_mIoU``, ``linear_accuracy`` (after the CRF;
+``*_no_crf`` without), ``baseline_kmeans_mIoU`` / ``baseline_kmeans_accuracy`` (k-means on the same
+backbone's validation features, same matching), ``ablations`` (rows of :func:`~.ablations.run_ablations`,
+each trained under ``DIR/ablations``), the per-step losses, timings and the configuration.
 """
 from __future__ import annotations
 
@@ -24,92 +37,160 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from .. import cli
 from .. import config as course_config
 from ..models.backbones import backbone_cache_key, load_backbone
 from .ablations import run_ablations
-from .configs import TOY_CONFIG, stego_config
+from .configs import TOY_CONFIG, StegoConfig, stego_config
+from .data import FULL_DATASETS
 from .experiment import kmeans_baseline, prepare_data, run_experiment
 from ..distributed import init_distributed
 
 TOY_SIZES = {"n_train": 1000, "n_val": 200, "size": 96}
+SMOKE_SIZES = {"toy": {"n_train": 16, "n_val": 8, "size": 64, "batch_size": 4},
+               "full": {"n_train": 8, "n_val": 8, "resolution": 64, "val_resolution": 64, "batch_size": 4}}
+"""``COURSE_SMOKE=1`` defaults (a flag given on the command line wins): toy-world images and size, or the
+first source images and resolutions (multiples of 8 and 16, the patch sizes) of a full-scale dataset."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train STEGO's head on a frozen backbone and evaluate it.")
-    parser.add_argument("--out", required=True, help="output folder (checkpoints, metrics.json, loss_curves.png)")
-    parser.add_argument("--profile", choices=course_config.PROFILES, default=None,
-                        help="toy (default, $COURSE_PROFILE) or full")
-    parser.add_argument("--dataset", default=None, help="toy (toy profile) | cocostuff27 | cityscapes27")
+    cli.add_common_arguments(parser, out_required=False,
+                             dataset_help="toy (toy profile) | cocostuff27 | cityscapes27 (default: toy, "
+                                          "full profile: cocostuff27)")
     parser.add_argument("--backbone", default=None, help="toy_vit | dino_vits8 | dino_vitb8 | ... (default: the "
                         "official one of the dataset)")
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (--max-steps caps them)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per process and step")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--code-dim", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--five-crop", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
                         help="train and evaluate the ablations (default: on in the toy profile)")
     parser.add_argument("--cached-features", action=argparse.BooleanOptionalAction, default=None,
                         help="train on cached features (default: toy yes, full no)")
-    parser.add_argument("--n-train", type=int, default=None, help="toy: training images (1000)")
-    parser.add_argument("--n-val", type=int, default=None, help="toy: validation images (200)")
-    parser.add_argument("--size", type=int, default=TOY_SIZES["size"], help="toy: image size (96)")
+    parser.add_argument("--n-train", type=int, default=None,
+                        help="training images (toy: 1000; full: the first N source images, default all)")
+    parser.add_argument("--n-val", type=int, default=None,
+                        help="validation images (toy: 200; full: the first N, default all)")
+    parser.add_argument("--size", type=int, default=None, help="toy: image size (96)")
     parser.add_argument("--resolution", type=int, default=None, help="full scale: training crop size (224)")
     parser.add_argument("--val-resolution", type=int, default=None, help="full scale: validation size (320)")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: 1 "
-                        "for the toy world, whose small tensors gain nothing from more; else torch's default)")
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes (full scale)")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="data-loading processes (full scale; also the five-crop preparation)")
     parser.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: all cores)")
     parser.add_argument("--checkpoint-every", type=int, default=500)
     return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace):
+def _dataset(args: argparse.Namespace) -> str:
     profile = course_config.profile(args.profile)
     dataset = args.dataset or ("toy" if profile == "toy" else "cocostuff27")
     if profile == "toy" and dataset != "toy":
         raise course_config.ConfigError(f"--dataset {dataset} needs --profile full (real data on a GPU)")
-    overrides = {key: value for key, value in (
-        ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr), ("code_dim", args.code_dim),
-        ("seed", args.seed), ("five_crop", args.five_crop), ("crf", args.crf), ("resolution", args.resolution),
-        ("val_resolution", args.val_resolution)) if value is not None}
+    if dataset != "toy" and dataset not in FULL_DATASETS:
+        raise course_config.ConfigError(f"no STEGO training data loader for --dataset {dataset!r}; choose toy, "
+                                        f"{', '.join(FULL_DATASETS)}")
+    return dataset
+
+
+def _flag(args: argparse.Namespace, name: str, dataset: str):
+    """The flag ``name`` if given, else its ``COURSE_SMOKE`` default (:data:`SMOKE_SIZES`), else ``None``."""
+    value = getattr(args, name)
+    if value is not None or not course_config.smoke():
+        return value
+    return SMOKE_SIZES["toy" if dataset == "toy" else "full"].get(name)
+
+
+def build_config(args: argparse.Namespace) -> StegoConfig:
+    """The run's :class:`StegoConfig`: the preset of (dataset, backbone), the flags, ``COURSE_SMOKE``'s
+    sizes where no flag says otherwise, and the steps capped (``--max-steps``, 2 under smoke)."""
+    dataset = _dataset(args)
+    overrides = {name: _flag(args, name, dataset) for name in (
+        "steps", "batch_size", "lr", "code_dim", "seed", "five_crop", "crf", "resolution", "val_resolution")}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
     if dataset == "toy":
-        overrides.setdefault("resolution", args.size)
-        overrides.setdefault("val_resolution", args.size)
-    return stego_config(dataset, args.backbone, **overrides)
+        overrides.setdefault("resolution", toy_size(args))
+        overrides.setdefault("val_resolution", toy_size(args))
+    try:
+        config = stego_config(dataset, args.backbone, **overrides)
+        return replace(config, steps=cli.cap_steps(config.steps, args.max_steps))
+    except course_config.ConfigError:
+        raise
+    except ValueError as error:  # an unknown dataset or an invalid value: the user's to fix, no traceback
+        raise course_config.ConfigError(str(error)) from None
+
+
+def toy_size(args: argparse.Namespace) -> int:
+    """The toy world's image size: ``--size``, else 64 under ``COURSE_SMOKE``, else 96."""
+    return _flag(args, "size", "toy") or TOY_SIZES["size"]
+
+
+def prepare_options(args: argparse.Namespace, config: StegoConfig) -> dict:
+    """The :func:`~.experiment.prepare_data` options of the run (image counts, size, online, workers)."""
+    toy = config.dataset == "toy"
+    defaults = TOY_SIZES if toy else {}
+    return dict(n_train=_flag(args, "n_train", config.dataset) or defaults.get("n_train"),
+                n_val=_flag(args, "n_val", config.dataset) or defaults.get("n_val"),
+                size=toy_size(args), online=not (args.cached_features if args.cached_features is not None else toy),
+                num_workers=args.num_workers)
+
+
+def resolved_configuration(args: argparse.Namespace, config: StegoConfig, options: dict, out: Path) -> dict:
+    """What ``--print-config`` prints and ``config.json`` holds: the StegoConfig, the data and run options."""
+    toy = config.dataset == "toy"
+    return {
+        "profile": course_config.profile(args.profile), "smoke": course_config.smoke(), "out": str(out),
+        "stego": config.to_dict(),
+        "data": {"dataset": config.dataset, "data_root": None if toy else str(course_config.data_dir()),
+                 "five_crop": config.five_crop, "resolution": config.resolution,
+                 "val_resolution": config.val_resolution, **options},
+        "run": {"ablations": ablations_on(args, config), "device": args.device or "auto", "threads": args.threads,
+                "max_steps": args.max_steps, "crf_workers": args.crf_workers,
+                "checkpoint_every": args.checkpoint_every, "cache": str(course_config.cache_dir())},
+    }
+
+
+def ablations_on(args: argparse.Namespace, config: StegoConfig) -> bool:
+    """``--ablations``, by default on in the toy world only."""
+    return args.ablations if args.ablations is not None else config.dataset == "toy"
 
 
 def main(argv: list[str] | None = None) -> dict | None:
+    """Run the CLI; returns the metrics on process 0 (``None`` elsewhere and for ``--print-config``)."""
     args = parse_args(argv)
+    cli.apply_common(args)
     started = time.perf_counter()
     config = build_config(args)
-    threads = args.threads or (1 if config.dataset == "toy" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    context = init_distributed(args.device)
+    options = prepare_options(args, config)
+    out = Path(args.out) if args.out is not None else course_config.default_run_dir("stego", config.dataset,
+                                                                                      config.backbone)
+    resolved = resolved_configuration(args, config, options, out)
+    if args.print_config:
+        cli.print_config(resolved)
+        return None
     toy = config.dataset == "toy"
-    out = Path(args.out)
-    backbone = load_backbone(config.backbone, device=context.device)
-    prepare_options = dict(n_train=args.n_train or (TOY_SIZES["n_train"] if toy else None),
-                           n_val=args.n_val or (TOY_SIZES["n_val"] if toy else None), size=args.size,
-                           online=not (args.cached_features if args.cached_features is not None else toy),
-                           num_workers=args.num_workers)
-    data = prepare_data(config, backbone, context, **prepare_options)
+    if args.threads is None and toy:
+        torch.set_num_threads(1)  # the toy world's small tensors gain nothing from more threads
+    context = init_distributed(args.device)
+    if context.is_main:
+        cli.write_json(out / "config.json", resolved)
+    backbone = load_backbone(config.backbone, device=context.device)  # a missing weight file stops here
+    data = prepare_data(config, backbone, context, **options)  # a missing dataset stops before the heavy work
     result = run_experiment(config, data, out, context, crf_workers=args.crf_workers,
                             checkpoint_every=args.checkpoint_every)
     baseline = kmeans_baseline(data, config.seed) if context.is_main else None
     ablations = None
-    if args.ablations if args.ablations is not None else toy:
+    if ablations_on(args, config):
         ablations = run_ablations(config, data, result, baseline, backbone, out / "ablations", context,
-                                  prepare_options, args.crf_workers)
+                                  options, args.crf_workers)
     if context.distributed:
         dist.destroy_process_group()
     if not context.is_main:
@@ -120,19 +201,21 @@ def main(argv: list[str] | None = None) -> dict | None:
         "ablations": ablations, "n_classes": data.n_classes, "classes": data.classes,
         "n_train": len(data.source.table), "n_val": len(data.val), "world_size": context.world_size,
         "backbone_key": backbone_cache_key(config.backbone, backbone), "device": str(context.device),
+        "profile": resolved["profile"], "smoke": resolved["smoke"],
         "seconds": time.perf_counter() - started, "config": config.to_dict(), "history": result["history"],
     })
     _write_outputs(out, metrics)
-    _print_summary(metrics)
+    _print_summary(metrics, out)
     return metrics
 
 
 def toy_run_dir() -> Path:
     """Where lessons 03 and 04 keep the toy CLI run: ``COURSE_CACHE/stego/runs/<toy backbone key>-<config
     hash>`` (:func:`course_lib.models.backbones.backbone_cache_key`: a retrained toy backbone or a changed toy configuration gets a new
-    folder)."""
+    folder), with ``-smoke`` appended under ``COURSE_SMOKE``."""
     config_hash = hashlib.sha256(json.dumps(TOY_CONFIG.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return course_config.cache_dir() / "stego" / "runs" / f"{backbone_cache_key('toy_vit')}-{config_hash}"
+    smoke = "-smoke" if course_config.smoke() else ""  # a tiny run never stands in for the real one
+    return course_config.cache_dir() / "stego" / "runs" / f"{backbone_cache_key('toy_vit')}-{config_hash}{smoke}"
 
 
 SHIPPED_RUNS = Path(__file__).resolve().parent.parent / "assets" / "stego_toy"
@@ -165,19 +248,17 @@ def _write_outputs(out: Path, metrics: dict) -> None:
     plot_loss_curves(metrics["history"], figure.subplots(1, 2))
     figure.tight_layout()
     figure.savefig(out / "loss_curves.png", dpi=100)
-    temporary = out / "metrics.json.part"
-    temporary.write_text(json.dumps(metrics, indent=1))
-    temporary.replace(out / "metrics.json")
+    cli.write_json(out / "metrics.json", metrics)  # last: it marks the run as complete
 
 
-def _print_summary(metrics: dict) -> None:
+def _print_summary(metrics: dict, out: Path) -> None:
     print(f"cluster mIoU {metrics['cluster_mIoU']:.1f} (no CRF {metrics['cluster_mIoU_no_crf']:.1f}), "
           f"linear mIoU {metrics['linear_mIoU']:.1f}, k-means baseline {metrics['baseline_kmeans_mIoU']:.1f}, "
-          f"{metrics['seconds']:.0f} s")
+          f"{metrics['seconds']:.0f} s; run folder {out}")
     for row in metrics["ablations"] or []:
         linear = "" if row["linear_mIoU"] is None else f"  linear {row['linear_mIoU']:5.1f}"
         print(f"  {row['variant']:22s} cluster {row['cluster_mIoU']:5.1f}{linear}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_cli(main)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import progress, progress_disabled
+from ..config import ConfigError, progress, progress_disabled
 from ..distributed import DistContext
 from ..evaluation.probes import spherical_kmeans_plus_plus
 from ..models.features import run_backbone
@@ -128,7 +128,7 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         if not _same_run(state["config"], config):
-            raise ValueError(f"{checkpoint} belongs to another configuration; delete it or use another --out")
+            raise ConfigError(f"{checkpoint} belongs to another configuration; delete it or use another --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = min(state["step"], config.steps), state["history"][:config.steps]
