@@ -194,3 +194,18 @@ def test_kmeans_plus_plus_seeding_puts_every_cluster_probe_centre_on_a_code():
     assert ((centres @ codes.T).max(1).values > 1 - 1e-5).all()  # each centre is one of the codes
     similarity = centres @ centres.T
     assert (similarity - torch.eye(3)).max() < 1 - 1e-4  # three distinct centres
+
+
+def test_under_bf16_autocast_the_head_runs_in_bf16_and_the_losses_in_float32():
+    source = synthetic_pairs(n=8)
+    model = StegoModel(8, 3, stego_config("toy", batch_size=8, code_dim=6, dropout=0.0))
+    features, partners = source.features, source.features[source.table[:, 1]]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        assert model.head(features).dtype == torch.bfloat16  # autocast is really on for the head
+        mixed = model(features, partners, source.labels, torch.Generator().manual_seed(0))
+    plain = model(features, partners, source.labels, torch.Generator().manual_seed(0))
+    for key, value in mixed.items():
+        assert value.dtype == torch.float32, key
+        torch.testing.assert_close(value, plain[key], atol=0.05, rtol=0.05, msg=key)  # bf16 head, fp32 losses
+    history = train_stego(StegoModel(8, 3, stego_config("toy", batch_size=4, steps=2, code_dim=6)), source, amp=True)
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in history)
