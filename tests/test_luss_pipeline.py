@@ -9,6 +9,7 @@ import torch
 from fake_datasets import make_imagenet_s
 
 from course_lib.data import ToyWorld
+from course_lib.data.folders import DatasetNotFoundError
 from course_lib.data.label_png import read_imagenet_s_png
 from course_lib.evaluation.imagenet_s import METRIC_KEYS
 from course_lib.luss.multicrop import CropSpec
@@ -94,10 +95,11 @@ def test_presets_follow_the_paper():
         apply_overrides(settings_for("toy"), ["pretrain.no_such_thing=1"])
 
 
-def test_full_profile_without_data_names_the_fetch_command(tmp_path, monkeypatch, capsys):
+def test_full_profile_without_data_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_DATA", str(tmp_path / "nothing"))
-    assert main(["pretrain", "--dataset", "imagenet_s50", "--work-dir", str(tmp_path / "work")]) == 2
-    assert "get_imagenet_s" in capsys.readouterr().err
+    with pytest.raises(DatasetNotFoundError, match="python data_scripts/get_imagenet_s.py"):
+        main(["pretrain", "--dataset", "imagenet_s50", "--work-dir", str(tmp_path / "work")])
+    assert not (tmp_path / "work" / "config.json").exists()
 
 
 TINY_PIPELINE = ["--set", "toy_images=[16,8]", "--set", "pretrain.batch_size=4", "--set", "pretrain.epochs=1",
@@ -111,7 +113,9 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     assert main(["pipeline", "--profile", "toy", "--work-dir", str(work), *TINY_PIPELINE]) == 0
     out = capsys.readouterr().out
     assert "fine-tuning - pseudo-labels" in out and "masks*" in out
-    summary = json.loads((work / "summary.json").read_text())
+    summary = json.loads((work / "metrics.json").read_text())
+    assert set(summary["training"]) == {"pretrain", "attention", "finetune"} and len(summary["seconds"]) == 6
+    assert json.loads((work / "config.json").read_text())["settings"]["toy_images"] == [16, 8]
     for key in ("finetuned", "pseudo_labels", "baseline_no_attention", "constant_other"):
         assert set(summary[key]) == set(METRIC_KEYS)
     assert set(summary["mask_mIoU"]) == {"finetuned", "pseudo_labels", "baseline_no_attention"}
@@ -166,8 +170,9 @@ def test_imagenet_s_layout_end_to_end(tmp_path, capsys):
     args = ["pipeline", "--dataset", "imagenet_s50", "--data-root", str(tmp_path / "data"),
             "--work-dir", str(tmp_path / "work"), "--device", "cpu"]
     assert main(args + [item for setting in tiny for item in ("--set", setting)]) == 0
-    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
-    assert summary["tau"] == 0.41 and summary["settings"]["pretrain"]["arch"] == "toy_resnet"
+    summary = json.loads((tmp_path / "work" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "work" / "config.json").read_text())
+    assert summary["tau"] == 0.41 and saved["settings"]["pretrain"]["arch"] == "toy_resnet"
     assert summary["constant_other"]["f_measure"] == 0
     predictions = sorted((tmp_path / "work" / "predictions" / "validation").glob("*/*.png"))
     assert len(predictions) == 6 and read_imagenet_s_png(predictions[0]).shape == (60, 70)  # full resolution

@@ -1,6 +1,5 @@
 """``python -m course_lib.luss <step>``: see :mod:`course_lib.luss.pipeline`."""
-import sys
-
+from ..cli import run_cli
 from .pipeline import main
 
-sys.exit(main())
+run_cli(main)

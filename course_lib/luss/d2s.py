@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ssl.swav import float32_loss
 from .p2p import conv_mlp
 
 
@@ -39,6 +40,7 @@ class ShallowHead(nn.Module):
         return F.normalize(self.image_mlp(pooled), dim=1)
 
 
+@float32_loss
 def deep_to_shallow_loss(shallow_scores: Sequence[torch.Tensor], codes: Sequence[torch.Tensor],
                          temperature: float = 0.1) -> torch.Tensor:
     """Swapped prediction of the deep codes of crop s (``codes[s]``, B×K) by the shallow scores of the

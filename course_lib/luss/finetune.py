@@ -23,6 +23,7 @@ from ..config import seed_everything
 from ..data.label_png import write_imagenet_s_png
 from ..data.transforms import RandomRecolour, crop_pair, normalize, resize_pair
 from ..models.resnet import build_resnet
+from ..ssl.swav import float32_loss
 from .data import image_batches, sample_name
 from .multicrop import random_crop_box
 from .pretrain import load_pass_model
@@ -99,6 +100,7 @@ class SegmentationCrops(Dataset):
         return {"image": normalize(self.recolour(image)), "label": label}
 
 
+@float32_loss
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, label_scale: float) -> torch.Tensor:
     """Cross-entropy of B×(K+1)×h×w logits, upsampled to the labels downscaled by ``label_scale``."""
     size = (max(1, round(labels.shape[-2] * label_scale)), max(1, round(labels.shape[-1] * label_scale)))

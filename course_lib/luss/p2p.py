@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ssl.dino import cross_image_info_nce
+from ..ssl.swav import float32_loss
 
 
 def _crop_coordinates(boxes: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -70,6 +71,7 @@ def sample_at(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+@float32_loss
 def pixel_to_pixel_loss(p_a: torch.Tensor, p_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
                         overlap: torch.Tensor) -> torch.Tensor:
     """Symmetric negative cosine of predictions p (B×D×G×G) against stop-gradient targets z of the
@@ -80,6 +82,7 @@ def pixel_to_pixel_loss(p_a: torch.Tensor, p_b: torch.Tensor, z_a: torch.Tensor,
     return (per_pair * weights).sum() / weights.sum().clamp(min=1)
 
 
+@float32_loss
 def pixel_contrast_loss(z_a: torch.Tensor, z_b: torch.Tensor, overlap: torch.Tensor, temperature: float = 0.1,
                         n_samples: int | None = 1024) -> torch.Tensor:
     """Symmetric cross-image InfoNCE of the projections z_a, z_b (B×D×G×G) at the overlap grid points:

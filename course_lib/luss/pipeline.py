@@ -1,10 +1,19 @@
-"""The LUSS pipeline of PASS as steps on a work folder, and its command line.
+"""The LUSS pipeline of PASS as steps on a run folder, and its command line.
 
-    python -m course_lib.luss pipeline --profile toy            # the whole pipeline on the toy world
+    python -m course_lib.luss pipeline --profile toy                              # the toy world, start to end
+    COURSE_PROFILE=full python -m course_lib.luss pipeline --dataset imagenet_s50  # raw ImageNet-S50 → metrics
     python -m course_lib.luss pretrain --dataset imagenet_s50    # one step at full scale (torchrun works too)
 
-Steps, each reading what the previous ones wrote in the work folder (default
-``$COURSE_CACHE/luss/<dataset>``):
+The command line follows the course's convention (:mod:`course_lib.cli`): ``--out`` is the run folder
+(``--work-dir`` is an alias; default ``$COURSE_CACHE/runs/pass_<dataset>_<arch>``, e.g.
+``pass_imagenet_s50_resnet18``, where the lessons look for it), ``--profile``, ``--dataset``,
+``--data-root``, ``--device``, ``--threads``, ``--seed`` (the seed of every step), ``--max-steps``,
+``--print-config`` (the resolved configuration as JSON, then exit before reading any data). The run folder
+holds ``config.json`` (profile, dataset, smoke, seed and the settings) and ``metrics.json`` (updated after
+every step: its wall time, a training step's iterations and last losses, the evaluation), finite numbers
+only. A missing ImageNet-S stops at once with the command that fetches it (exit 2, no traceback).
+
+Steps, each reading what the previous ones wrote in the run folder:
 
 ==========  =================================================================================
 pretrain    SwAV + P2P + D2S pre-training on the training images → ``pretrain/checkpoint.pt``
@@ -18,9 +27,19 @@ finetune    a segmentation network on the pseudo-labels → ``finetune/checkpoin
 infer       predictions of the validation images at short side 256 → ``predictions/validation``;
             presence matching and the ImageNet-S metrics of the predictions, the raw pseudo-labels
             and the baseline → ``summary.json``
-pipeline    all of the above in order (a finished training step just reloads its checkpoint, an
-            interrupted one resumes)
+pipeline    all of the above in order
 ==========  =================================================================================
+
+Nothing needs preparing by hand: the pipeline's derived data are its own steps' outputs, and a re-run
+reuses them. A finished training step just reloads its checkpoint, an interrupted one resumes; the
+clustering, the labels and the predictions are reused while they are newer than what they were made from
+and were made with the same settings (e.g. a new ``--tau`` redoes the labels, not the clustering),
+else recomputed.
+
+``COURSE_SMOKE=1`` (both profiles; with ``COURSE_PROFILE=full`` the dry run) runs the same steps and code
+paths at tiny size (:func:`smoke_settings`): 4 training and 4 validation images (on ImageNet-S a subset
+spread over the categories, its ground truth copied into ``subset/``), one epoch of at most 2 iterations
+per training step, crops of 64 / 32 px. A smoke run refuses a run folder of a full-size run and vice versa.
 
 ``--threads N`` sets PyTorch's CPU threads (1 is fastest on a busy machine); ``--shipped`` (toy only) starts
 from the shipped pre-training and attention checkpoints (:mod:`.assets`). The summary also scores the
@@ -36,8 +55,9 @@ writes the toy world's ``objects`` in the ImageNet-S layout into the work folder
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import sys
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -47,7 +67,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset, Subset
 
+from .. import cli
 from .. import config as course_config
 from ..data.folders import resolve_root
 from ..data.imagenet_s import ImageNetS
@@ -62,6 +84,7 @@ from .labels import (apply_threshold, embed_images, foreground_as_true_category,
                      raw_label_maps, tau_sweep)
 from .multicrop import CropSpec
 from .pretrain import PretrainConfig, pretrain
+from .training import load_checkpoint
 from ..distributed import init_distributed
 
 STEPS = ("pretrain", "attention", "cluster", "labels", "finetune", "infer")
@@ -87,6 +110,8 @@ class Settings:
     tau_grid: tuple[float, ...] = tuple(np.round(np.arange(0.0, 0.801, 0.01), 2).tolist())
     batch_size: int = 1                    # inference batches (ImageNet images differ in size)
     toy_images: tuple[int, int] = (1000, 1000)  # toy dataset: (training, validation) images
+    n_clusters: int | None = None          # k-means clusters (None: num_classes, the paper's choice)
+    max_images: tuple[int, int] | None = None  # ImageNet-S: at most (training, validation) images, None: all
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,13 +178,57 @@ def settings_for(dataset: str) -> Settings:
     raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
 
 
+SMOKE_IMAGES = 4
+"""Training and validation images of a ``COURSE_SMOKE`` run."""
+
+
+def _smoke_crops(crops: Sequence[CropSpec]) -> list[CropSpec]:
+    """The crop groups at smoke size: the first (large) at 64 px, the others at 32 px, at most 2 crops each."""
+    return [CropSpec(64 if index == 0 else 32, min(spec.number, 2), spec.min_scale, spec.max_scale)
+            for index, spec in enumerate(crops)]
+
+
+def smoke_settings(settings: Settings) -> Settings:
+    """A copy of ``settings`` at ``COURSE_SMOKE`` size, with the same steps and code paths: 4 training and
+    4 validation images (:data:`SMOKE_IMAGES`; a subset of ImageNet-S), batches of 2, one epoch per
+    training step (the training loop also caps it at 2 iterations), crops of 64 / 32 px, clustering and
+    inference at 64 px, the SwAV queue from the first iteration, prototypes frozen for one iteration, 2
+    clusters of 2 k-means restarts, a τ grid of step 0.1, at most one data-loader worker."""
+    s = copy.deepcopy(settings)
+    batch = 2
+    for stage in (s.pretrain, s.attention):
+        stage.crops = _smoke_crops(stage.crops)
+        stage.epochs, stage.batch_size, stage.workers = 1, batch, min(stage.workers, 1)
+        stage.queue_length, stage.epoch_queue_starts = 2 * batch, 0
+        stage.freeze_prototypes_niters = min(stage.freeze_prototypes_niters, 1)
+    ft = s.finetune
+    ft.epochs, ft.batch_size, ft.workers, ft.crop_size = 1, batch, min(ft.workers, 1), 64
+    ft.infer_short_side = None if ft.infer_short_side is None else 64
+    s.cluster_short_side = None if s.cluster_short_side is None else 64
+    s.cluster_crop = None if s.cluster_crop is None else 56
+    s.label_short_side = None if s.label_short_side is None else 64
+    s.kmeans_restarts, s.kmeans_iterations, s.n_clusters = 2, 5, 2
+    s.tau_grid = tuple(np.round(np.arange(0.0, 0.801, 0.1), 2).tolist())
+    s.batch_size = min(s.batch_size, SMOKE_IMAGES)
+    s.toy_images = (SMOKE_IMAGES, SMOKE_IMAGES)
+    s.max_images = None if s.dataset == "toy" else (SMOKE_IMAGES, SMOKE_IMAGES)
+    return s
+
+
+def spread_indices(length: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(length)`` (first and last included; all when fewer)."""
+    if count >= length:
+        return list(range(length))
+    return np.unique(np.round(np.linspace(0, length - 1, count)).astype(int)).tolist()
+
+
 def apply_overrides(settings: Settings, overrides: Sequence[str]) -> Settings:
     """``section.key=value`` (or ``key=value`` for top-level settings) overrides; values parsed as JSON
     when possible (``pretrain.epochs=2``, ``tau=0.3``, ``toy_images=[16,8]``)."""
     for override in overrides:
         key, sep, text = override.partition("=")
         if not sep:
-            raise ValueError(f"override {override!r} is not key=value")
+            raise course_config.ConfigError(f"override {override!r} is not key=value")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
@@ -167,23 +236,27 @@ def apply_overrides(settings: Settings, overrides: Sequence[str]) -> Settings:
         section, _, name = key.rpartition(".")
         target = getattr(settings, section) if section else settings
         if section not in ("", "pretrain", "attention", "finetune") or not hasattr(target, name):
-            raise ValueError(f"unknown setting {key!r}")
+            raise course_config.ConfigError(f"unknown setting {key!r}")
         if isinstance(getattr(target, name), tuple) and isinstance(value, list):
             value = tuple(value)
         setattr(target, name, value)
-    settings.pretrain.__post_init__()
-    settings.attention.__post_init__()
-    settings.finetune.__post_init__()
+    try:
+        settings.pretrain.__post_init__()
+        settings.attention.__post_init__()
+        settings.finetune.__post_init__()
+    except (TypeError, ValueError) as error:
+        raise course_config.ConfigError(f"invalid settings: {error}") from error
     return settings
 
 
 class Pipeline:
-    """The steps of :data:`STEPS` on one work folder (see the module docstring)."""
+    """The steps of :data:`STEPS` on one run folder (see the module docstring)."""
 
     def __init__(self, settings: Settings, work_dir: str | Path, data_root: str | Path | None = None,
                  device: str | None = None, max_steps: int | None = None):
         self.settings, self.work_dir = settings, Path(work_dir)
         self.data_root, self.device, self.max_steps = data_root, device, max_steps
+        self._datasets: dict[str, Dataset] = {}
         self.processes = init_distributed(device)
         if self.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -204,10 +277,33 @@ class Pipeline:
         return self.work_dir / "data" if self.settings.dataset == "toy" else None
 
     def gt_dir(self) -> Path:
+        """The validation ground truth: the dataset's own folder, or the copy of a subset's
+        (``settings.max_images``), written on first use."""
+        validation = self.dataset("validation")
+        if isinstance(validation, Subset):
+            return self._subset_ground_truth(validation)
         if self.subset_dir is not None:
             return self.subset_dir / "validation-segmentation"
         subset = f"ImageNetS{self.settings.num_classes}"
         return resolve_root(self.data_root) / "ImageNetS" / subset / "validation-segmentation"
+
+    def _subset_ground_truth(self, subset: Subset) -> Path:
+        """``subset/validation-segmentation``: the label PNGs of the subset's images (reused while the
+        subset is the same), so that the evaluator's "every file of the ground-truth folder" is the subset."""
+        folder = self.path("subset", "validation-segmentation")
+        names = [subset.dataset.names[index] for index in subset.indices]
+        listing = self.path("subset", "validation.txt")
+        if listing.is_file() and listing.read_text().split() == names:
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)
+        for index, name in zip(subset.indices, names):
+            source = subset.dataset.label_paths[index]
+            if source is None:
+                raise course_config.ConfigError(f"validation image {name} has no label file to evaluate with")
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / f"{name}.png")
+        listing.write_text("\n".join(names) + "\n")
+        return folder
 
     def prepare_toy(self) -> None:
         """Write the toy world's ``objects`` in the ImageNet-S layout (once)."""
@@ -220,16 +316,59 @@ class Pipeline:
         write_imagenet_s_layout(ToyWorld("objects", "val", n_images=n_val, seed=seed), root, "validation")
         (root / "done").write_text("toy world written\n")
 
-    def dataset(self, split: str) -> ImageNetS:
-        if self.subset_dir is not None:
-            return ImageNetS(split=split, subset_dir=self.subset_dir)
-        return ImageNetS(self.settings.num_classes, split, root=self.data_root)
+    def dataset(self, split: str) -> Dataset:
+        """The images of ``split`` ("train" or "validation"), listed once per run: ImageNet-S (or the toy
+        world's copy), limited to ``settings.max_images`` spread evenly over the sorted list (so over the
+        categories). A missing dataset raises the error that names its fetch command."""
+        if split not in self._datasets:
+            if self.subset_dir is not None:
+                full = ImageNetS(split=split, subset_dir=self.subset_dir)
+            else:
+                full = ImageNetS(self.settings.num_classes, split, root=self.data_root)
+            limits = self.settings.max_images
+            limit = None if limits is None else limits[0 if split == "train" else 1]
+            self._datasets[split] = (full if limit is None or limit >= len(full)
+                                     else Subset(full, spread_indices(len(full), limit)))
+        return self._datasets[split]
 
     def path(self, *parts: str) -> Path:
         return self.work_dir.joinpath(*parts)
 
     def _device(self) -> torch.device:
         return course_config.get_device(self.device)
+
+    def _stamp(self, step: str) -> Path:
+        return self.path(STEP_OUTPUTS[step][0], "settings.json")
+
+    def _step_settings(self, step: str) -> dict:
+        """The settings ``step``'s result depends on (:data:`STEP_SETTINGS`), as JSON values."""
+        values = {}
+        for name in STEP_SETTINGS[step]:
+            section, _, key = name.rpartition(".")
+            values[name] = cli.to_json(getattr(getattr(self.settings, section) if section else self.settings, key))
+        return values
+
+    def _reusable(self, step: str, *inputs: Path) -> bool:
+        """True when ``step``'s result exists, is newer than every one of ``inputs`` (the results it was
+        made from) and was made with the current settings (its ``settings.json``)."""
+        output, stamp = self.path(*STEP_OUTPUTS[step]), self._stamp(step)
+        if not (output.is_file() and stamp.is_file()) or json.loads(stamp.read_text()) != self._step_settings(step):
+            return False
+        return all(output.stat().st_mtime >= path.stat().st_mtime for path in inputs if path.is_file())
+
+    def _finished(self, step: str) -> None:
+        """Record the settings of ``step``'s result, just written."""
+        cli.write_json(self._stamp(step), self._step_settings(step))
+
+    def check_ready(self, step: str) -> None:
+        """Raise a clear error when ``step`` needs the output of a step that has not run in this folder."""
+        needs = {"attention": ("pretrain",), "cluster": ("attention",), "labels": ("cluster",),
+                 "finetune": ("pretrain", "labels"), "infer": ("finetune", "labels")}.get(step, ())
+        missing = [earlier for earlier in needs if not self.path(*STEP_OUTPUTS[earlier]).is_file()]
+        if missing:
+            raise course_config.ConfigError(
+                f"step {step!r} needs the output of {', '.join(repr(m) for m in missing)} in {self.work_dir}: run "
+                f"`python -m course_lib.luss {missing[0]} --out {self.work_dir}` (or the whole 'pipeline') first")
 
     # ---------------------------------------------------------------- steps
     def run_pretrain(self) -> None:
@@ -242,20 +381,24 @@ class Pipeline:
     def _attention_model(self):
         return load_attention_model(self.path("attention", "checkpoint.pt"))[0].to(self._device())
 
-    def run_cluster(self) -> None:
+    def run_cluster(self) -> str | None:
         s = self.settings
+        if self._reusable("cluster", self.path(*STEP_OUTPUTS["attention"])):
+            return "reused"
         model, train = self._attention_model(), self.dataset("train")
         batch_size = s.batch_size if s.cluster_crop is None else max(s.batch_size, 64)
         result = {}
         for name, use_attention in (("attention", True), ("baseline", False)):
             embeddings = embed_images(model, train, batch_size, s.cluster_short_side, s.cluster_crop, use_attention,
                                       self._device())
-            clusters = kmeans(embeddings.to(self._device()), s.num_classes, s.kmeans_restarts, s.kmeans_iterations,
-                              seed=s.pretrain.seed)
+            clusters = kmeans(embeddings.to(self._device()), s.n_clusters or s.num_classes, s.kmeans_restarts,
+                              s.kmeans_iterations, seed=s.pretrain.seed)
             result[name] = {"centroids": clusters.centroids.cpu(), "assignments": clusters.assignments.cpu(),
                             "inertia": clusters.inertia}
         self.path("cluster").mkdir(exist_ok=True)
-        torch.save(result, self.path("cluster", "centroids.pt"))
+        torch.save(result, self.path(*STEP_OUTPUTS["cluster"]))
+        self._finished("cluster")
+        return None
 
     def _raw_maps(self, split: str, centroids: torch.Tensor, use_attention: bool = True):
         """(name, cluster ids, ā or None) for every image of ``split`` at its full resolution."""
@@ -287,7 +430,8 @@ class Pipeline:
             report["tau_sweep"] = max(curve, key=lambda row: row["mIoU"])["tau"]
         if s.tau == "sweep":
             if "tau_sweep" not in report:
-                raise ValueError("tau='sweep' needs the labelled validation set; use tau=otsu or a number")
+                raise course_config.ConfigError("tau='sweep' needs the labelled validation set; use --tau otsu "
+                                                "or a number")
             report["tau"] = report["tau_sweep"]
         elif s.tau == "otsu":
             report["tau"] = report["tau_otsu"] = otsu_from_histogram(self._attention_histogram("train", centroids), 0, 1)
@@ -295,8 +439,10 @@ class Pipeline:
             report["tau"] = float(s.tau)
         return report
 
-    def run_labels(self) -> None:
-        clusters = torch.load(self.path("cluster", "centroids.pt"))
+    def run_labels(self) -> str | None:
+        if self._reusable("labels", self.path(*STEP_OUTPUTS["cluster"])):
+            return "reused"
+        clusters = torch.load(self.path(*STEP_OUTPUTS["cluster"]))
         centroids = clusters["attention"]["centroids"]
         names = []
         for name, ids, attention in self._raw_maps("validation", centroids):
@@ -314,43 +460,90 @@ class Pipeline:
         report.setdefault("tau_otsu", otsu_from_histogram(histogram, 0.0, 1.0))
         for name, ids, _ in self._raw_maps("validation", clusters["baseline"]["centroids"], use_attention=False):
             write_imagenet_s_png(self.path("baseline", "validation", f"{name}.png"), ids)
-        self.path("labels", "tau.json").write_text(json.dumps(report, indent=1) + "\n")
+        cli.write_json(self.path(*STEP_OUTPUTS["labels"]), report)  # last: marks the step done
+        self._finished("labels")
+        return None
 
     def run_finetune(self) -> None:
+        checkpoint = self.path(*STEP_OUTPUTS["finetune"])
+        labels = self.path(*STEP_OUTPUTS["labels"])
+        if self.is_main and checkpoint.is_file() and checkpoint.stat().st_mtime < labels.stat().st_mtime:
+            print(f"note: {checkpoint} predates the current pseudo-labels; delete it to fine-tune on them", flush=True)
         dataset = PseudoLabelDataset(self.dataset("train"), label_dir=self.path("labels", "train"))
         finetune(self.settings.finetune, self.path("pretrain", "checkpoint.pt"), dataset, self.path("finetune"),
                  self.device, self.max_steps)
 
     def run_infer(self) -> dict:
+        """Predict the validation images (reused while newer than the fine-tuned model) and evaluate the
+        predictions, the pseudo-labels and the no-attention baseline: the ImageNet-S metrics after presence
+        matching, the masks diagnostic and the constant 'other' floor. Returns them (metrics.json)."""
         s = self.settings
-        model = load_segmentation_model(self.path("finetune", "checkpoint.pt"))[0]
-        predict_dataset(model, self.dataset("validation"), s.finetune.infer_short_side, s.batch_size, self._device(),
-                        out_dir=self.path("predictions", "validation"))
-        summary: dict = {"settings": s.to_dict(), "tau": json.loads(self.path("labels", "tau.json").read_text())["tau"]}
+        done = self.path(*STEP_OUTPUTS["infer"])
+        if not self._reusable("infer", self.path(*STEP_OUTPUTS["finetune"])):
+            model = load_segmentation_model(self.path(*STEP_OUTPUTS["finetune"]))[0]
+            predict_dataset(model, self.dataset("validation"), s.finetune.infer_short_side, s.batch_size,
+                            self._device(), out_dir=self.path("predictions", "validation"))
+            done.write_text("predictions written\n")
+            self._finished("infer")
+        metrics: dict = {"tau": json.loads(self.path(*STEP_OUTPUTS["labels"]).read_text())["tau"]}
         gt_dir = self.gt_dir()
         if not gt_dir.is_dir():
-            return summary
+            return metrics
+        workers = 1 if s.dataset == "toy" or s.max_images else None  # a pool only pays off on thousands of images
         for key, folder in (("finetuned", self.path("predictions", "validation")),
                             ("pseudo_labels", self.path("labels", "validation")),
                             ("baseline_no_attention", self.path("baseline", "validation"))):
-            workers = 1 if s.dataset == "toy" else None  # a process pool only pays off on thousands of images
             match = presence_matching(folder, gt_dir, s.num_classes, workers=workers)
             save_match(match, folder.parent / f"{folder.name}_match.json")
-            summary[key] = evaluate_folders(folder, gt_dir, s.num_classes, match=match, workers=workers)
+            metrics[key] = evaluate_folders(folder, gt_dir, s.num_classes, match=match, workers=workers)
             masks = evaluate_folders(folder, gt_dir, s.num_classes, workers=workers,
                                      transform=partial(foreground_as_true_category, num_classes=s.num_classes))
-            summary.setdefault("mask_mIoU", {})[key] = masks["mIoU"]  # a diagnostic: uses the true categories
-        summary["constant_other"] = constant_other_scores(gt_dir, s.num_classes)
-        self.path("summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        return summary
+            metrics.setdefault("mask_mIoU", {})[key] = masks["mIoU"]  # a diagnostic: uses the true categories
+        metrics["constant_other"] = constant_other_scores(gt_dir, s.num_classes)
+        return metrics
 
     def run(self, step: str):
-        """Run one step: training steps on every process, the others on rank 0 while the rest wait."""
+        """Run one step: training steps on every process, the others on rank 0 while the rest wait. Returns
+        the step's result: infer's metrics, "reused" for a reused result, else None."""
+        self.check_ready(step)
         result = None
         if step in TRAINING_STEPS or self.is_main:
             result = getattr(self, f"run_{step}")()
         self._barrier()
         return result
+
+    def write_config(self, record: dict) -> None:
+        """Write ``config.json``: the settings of the latest command (see :func:`check_run_folder`)."""
+        cli.write_json(self.path("config.json"), record)
+
+    def record(self, step: str, seconds: float, result: dict | None = None) -> dict:
+        """Update ``metrics.json`` (rank 0): the step's wall time, a training step's iterations and last
+        losses (from its checkpoint), infer's evaluation ``result``. Returns the metrics."""
+        path = self.path("metrics.json")
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        metrics.update(result or {})
+        if step in TRAINING_STEPS:
+            history = load_checkpoint(self.path(*STEP_OUTPUTS[step]), f"{step} checkpoint")["history"]
+            metrics.setdefault("training", {})[step] = {"iterations": len(history), **(history[-1] if history else {})}
+        metrics.setdefault("seconds", {})[step] = round(seconds, 2)
+        cli.write_json(path, metrics)
+        return metrics
+
+
+STEP_OUTPUTS = {"pretrain": ("pretrain", "checkpoint.pt"), "attention": ("attention", "checkpoint.pt"),
+                "cluster": ("cluster", "centroids.pt"), "labels": ("labels", "tau.json"),
+                "finetune": ("finetune", "checkpoint.pt"), "infer": ("predictions", "done")}
+"""The file that marks each step done, relative to the run folder."""
+STEP_SETTINGS = {
+    "cluster": ("num_classes", "n_clusters", "cluster_short_side", "cluster_crop", "kmeans_restarts",
+                "kmeans_iterations", "batch_size", "toy_images", "max_images", "pretrain.seed"),
+    "labels": ("tau", "tau_grid", "label_short_side", "max_images"),
+    "infer": ("finetune.infer_short_side", "max_images"),
+}
+"""The settings each reusable (non-training) step's result depends on, recorded beside it."""
+STEP_SPLITS = {"pretrain": ("train",), "attention": ("train",), "cluster": ("train",),
+               "labels": ("train", "validation"), "finetune": ("train",), "infer": ("validation",)}
+"""The images each step reads (checked at the start of a command, so a missing dataset stops it at once)."""
 
 
 OTSU_BINS = 1000
@@ -401,19 +594,12 @@ def _parser() -> argparse.ArgumentParser:
         description="PASS (Gao et al., TPAMI 2022) on the toy world or ImageNet-S: pre-training, pixel attention, "
                     "clustering, pseudo-labels, fine-tuning, inference and evaluation. Run a step, or 'pipeline'.")
     parser.add_argument("step", choices=(*STEPS, "pipeline"))
-    parser.add_argument("--profile", choices=course_config.PROFILES, default=None,
-                        help="toy: the toy world (default dataset); full: needs --dataset (default: $COURSE_PROFILE)")
-    parser.add_argument("--dataset", choices=DATASETS, default=None, help="toy or ImageNet-S50/300/919")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="checkpoints, labels, predictions (default: $COURSE_CACHE/luss/<dataset>)")
-    parser.add_argument("--data-root", type=Path, default=None, help="datasets root (default: $COURSE_DATA)")
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: $COURSE_DEVICE or the best)")
+    cli.add_common_arguments(parser, out_aliases=("--work-dir",), out_required=False, skip=("dataset",))
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="toy (the toy profile's default) or imagenet_s50 / imagenet_s300 / imagenet_s919 (full)")
     parser.add_argument("--tau", default=None, help="'other' threshold: a number, 'sweep' or 'otsu'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. pretrain.epochs=50 or toy_images=[200,50] (repeatable)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop each training step after N iterations")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads of each process (default: PyTorch's; 1 is fastest on a busy machine)")
     parser.add_argument("--shipped", action="store_true",
                         help="toy only: start from the shipped pre-training and attention checkpoints")
     return parser
@@ -428,6 +614,54 @@ def _resolve_dataset(profile: str | None, dataset: str | None) -> str:
     if profile == "toy" and dataset != "toy" or profile == "full" and dataset == "toy":
         raise course_config.ConfigError(f"--profile {profile} does not go with --dataset {dataset}")
     return dataset
+
+
+def resolve(args: argparse.Namespace) -> tuple[Settings, Path, dict]:
+    """The settings of a command line (preset of the dataset, at smoke size under ``COURSE_SMOKE``, then
+    ``--set``, ``--tau`` and ``--seed``), its run folder and the record of ``config.json``."""
+    dataset = _resolve_dataset(args.profile, args.dataset)
+    settings = settings_for(dataset)
+    if course_config.smoke():
+        settings = smoke_settings(settings)
+    overrides = list(args.overrides) + ([f"tau={args.tau}"] if args.tau is not None else [])
+    if args.seed is not None:
+        overrides += [f"{section}.seed={args.seed}" for section in ("pretrain", "attention", "finetune")]
+    settings = apply_overrides(settings, overrides)
+    out = args.out or course_config.default_run_dir("pass", dataset, settings.pretrain.arch)
+    record = {"method": "pass", "profile": "toy" if dataset == "toy" else "full", "dataset": dataset,
+              "smoke": course_config.smoke(), "seed": settings.pretrain.seed, "settings": settings.to_dict()}
+    return settings, Path(out), cli.to_json(record)
+
+
+def _changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """The dotted names of the settings that differ between two ``config.json`` settings dicts."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict) and key in ("pretrain", "attention", "finetune"):
+            changed += _changed_settings(old, new, f"{key}.")
+        elif old != new:
+            changed.append(prefix + key)
+    return changed
+
+
+def check_run_folder(out: Path, record: dict) -> None:
+    """Refuse a run folder that holds a run of another dataset, or a smoke run for a full-size one (and the
+    other way round): its checkpoints would be resumed as this run's. Other changed settings get a note:
+    training steps resume from their checkpoints, the later steps are recomputed where they depend on them."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    kind = {True: "smoke (COURSE_SMOKE=1)", False: "full-size"}
+    if (saved.get("dataset"), saved.get("smoke")) != (record["dataset"], record["smoke"]):
+        raise course_config.ConfigError(
+            f"{out} holds a {kind[bool(saved.get('smoke'))]} run on {saved.get('dataset')}, not a "
+            f"{kind[record['smoke']]} run on {record['dataset']}: choose another --out (or delete that folder)")
+    changed = _changed_settings(saved.get("settings", {}), record["settings"])
+    if changed:
+        print(f"note: settings changed since {path}: {', '.join(changed)}; training steps resume from their "
+              "checkpoints, later steps are recomputed where they depend on them", flush=True)
 
 
 def format_summary(summary: dict) -> str:
@@ -452,34 +686,39 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see the module docstring); returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        dataset = _resolve_dataset(args.profile, args.dataset)
-        settings = settings_for(dataset)
-        overrides = list(args.overrides) + ([f"tau={args.tau}"] if args.tau is not None else [])
-        settings = apply_overrides(settings, overrides)
-        work_dir = args.work_dir or course_config.cache_dir() / "luss" / dataset
-        if args.shipped:
-            if dataset != "toy":
-                raise course_config.ConfigError("--shipped holds toy-world checkpoints: use it with --profile toy")
-            install_toy_checkpoints(work_dir)
-        pipeline = Pipeline(settings, work_dir, args.data_root, args.device, args.max_steps)
-        steps = STEPS if args.step == "pipeline" else (args.step,)
-        start = time.perf_counter()
-        summary = None
-        for step in steps:
-            step_start = time.perf_counter()
-            summary = pipeline.run(step)
-            if pipeline.is_main:
-                print(f"[{step}] done in {time.perf_counter() - step_start:.0f} s", flush=True)
-    except (course_config.ConfigError, OSError, ValueError) as error:
-        print(f"{parser.prog} {args.step}: error: {error}", file=sys.stderr)
-        return 2
-    if isinstance(summary, dict) and pipeline.is_main:
-        print(format_summary(summary))
-        print(f"total {time.perf_counter() - start:.0f} s; summary in {work_dir / 'summary.json'}")
+    """Command-line entry point (see the module docstring); ``python -m course_lib.luss`` runs it through
+    :func:`course_lib.cli.run_cli`. Returns 0; expected failures (a dataset not downloaded, a bad value,
+    a step run before the one it needs) raise the course's errors, which name the fix."""
+    args = _parser().parse_args(argv)
+    cli.apply_common(args)
+    settings, out, record = resolve(args)
+    if args.print_config:
+        cli.print_config({**record, "step": args.step, "out": out, "data_root": course_config.data_dir(),
+                          "device": str(course_config.get_device(args.device)), "threads": torch.get_num_threads(),
+                          "max_steps": args.max_steps, "shipped": args.shipped})
+        return 0
+    check_run_folder(out, record)
+    if args.shipped:
+        if settings.dataset != "toy":
+            raise course_config.ConfigError("--shipped holds toy-world checkpoints: use it with --profile toy")
+        install_toy_checkpoints(out)
+    pipeline = Pipeline(settings, out, args.data_root, args.device, args.max_steps)
+    steps = STEPS if args.step == "pipeline" else (args.step,)
+    for split in sorted({split for step in steps for split in STEP_SPLITS[step]}):
+        pipeline.dataset(split)  # a missing dataset stops here, before any work
+    if pipeline.is_main:
+        pipeline.write_config(record)
+    start = time.perf_counter()
+    metrics: dict = {}
+    for step in steps:
+        step_start = time.perf_counter()
+        result = pipeline.run(step)
+        if pipeline.is_main:
+            seconds = time.perf_counter() - step_start
+            metrics = pipeline.record(step, seconds, result if isinstance(result, dict) else None)
+            print(f"[{step}] {'reused' if result == 'reused' else 'done'} in {seconds:.0f} s", flush=True)
+    if pipeline.is_main:
+        if "finetuned" in metrics and "infer" in steps:
+            print(format_summary(metrics))
+        print(f"total {time.perf_counter() - start:.0f} s; metrics in {out / 'metrics.json'}")
     return 0

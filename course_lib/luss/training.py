@@ -6,6 +6,10 @@ Run a step on several processes with ``torchrun --nproc_per_node=N -m course_lib
 joins the process group (NCCL on GPUs, gloo on CPU); models are wrapped in
 ``DistributedDataParallel``, each process reads its share of the data (``DistributedSampler``) and
 only rank 0 writes checkpoints.
+
+On CUDA every training step's forward pass runs under bf16 autocast (:func:`fit`); Sinkhorn and the losses
+compute in float32 (:func:`course_lib.ssl.swav.float32_loss`). Under ``COURSE_SMOKE`` a step trains at
+most 2 iterations (:func:`course_lib.cli.cap_steps`).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from ..cli import cap_steps
 from ..config import progress
 from ..distributed import DistContext
 
@@ -132,10 +137,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
     """The training loop of every PASS step, resuming from ``checkpoint_path`` when it exists.
 
     Each step sets the learning rate from ``schedule``, computes ``compute_losses(batch, iteration)``
-    (a dict whose ``"loss"`` is minimised), back-propagates, calls ``after_backward(iteration)``,
+    (a dict whose ``"loss"`` is minimised; under bf16 autocast on CUDA), back-propagates, calls ``after_backward(iteration)``,
     applies LARS when ``lars_weight_decay`` is given, and steps. After every epoch rank 0 writes the
     checkpoint (``model`` (unwrapped), ``optimizer``, ``epoch``, per-step ``history``, ``config``).
-    ``max_steps`` stops early, saving a checkpoint of the unfinished epoch. Returns the history.
+    ``max_steps`` stops early, saving a checkpoint of the unfinished epoch (under ``COURSE_SMOKE`` at
+    most 2 steps). Returns the history.
     """
     checkpoint_path = Path(checkpoint_path)
     core = unwrap(model)
@@ -146,6 +152,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
         if "optimizer" in state:  # shipped checkpoints keep the weights only
             optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
+    max_steps = cap_steps(len(loader) * max(epochs - start_epoch, 0), max_steps)
+    bf16 = processes.device.type == "cuda"
     steps_done = 0
     for epoch in range(start_epoch, epochs):
         if on_epoch_start is not None:
@@ -158,7 +166,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
             iteration = epoch * len(loader) + step
             for group in optimizer.param_groups:
                 group["lr"] = schedule[iteration]
-            losses = compute_losses(batch, iteration)
+            with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=bf16):
+                losses = compute_losses(batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             if after_backward is not None:

@@ -16,16 +16,56 @@ Codes are computed without gradient, in the log domain (see :func:`sinkhorn`). S
 with a queue of embeddings of earlier batches (started after ``epoch_queue_starts`` epochs), and the
 prototypes receive no gradient during the first ``freeze_prototypes_niters`` iterations; both as in the
 official code (facebookresearch/swav).
+
+Mixed precision: a training loop may run its forward pass under bf16 autocast (on CUDA); Sinkhorn works
+in float64 and returns float32 codes for half-precision scores, and every loss decorated with
+:func:`float32_loss` (this module's and PASS's) computes in float32, autocast off.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+LossFunction = TypeVar("LossFunction", bound=Callable[..., torch.Tensor])
+
+
+def _to_float32(value: Any) -> Any:
+    """Floating-point tensors (also inside lists and tuples) as float32; anything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float32(item) for item in value)
+    return value
+
+
+def _device_type(values: Sequence[Any]) -> str:
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value.device.type
+        if isinstance(value, (list, tuple)) and value:
+            return _device_type(value)
+    return "cpu"
+
+
+def float32_loss(function: LossFunction) -> LossFunction:
+    """Decorator of a loss: its floating-point tensor arguments (also in lists) are cast to float32 and it
+    runs with autocast off, so that a bf16 forward pass (autocast on CUDA) never reaches the loss's
+    log-softmax, cosines or matrix products in bf16. Gradients flow back through the casts."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> torch.Tensor:
+        args, kwargs = _to_float32(args), {key: _to_float32(value) for key, value in kwargs.items()}
+        with torch.autocast(_device_type([*args, *kwargs.values()]), enabled=False):
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 AllReduce = Callable[[torch.Tensor, str], torch.Tensor]
 """``all_reduce(tensor, op)`` with op ``"sum"`` or ``"max"``: the reduced tensor (identity on one process)."""
@@ -65,7 +105,8 @@ def _sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int, all_reduce:
         for _ in range(iterations):
             log_q = log_q - _log_sum(log_q, 1, all_reduce) - math.log(n_prototypes)  # prototype mass 1/K
             log_q = log_q - _log_sum(log_q, 0, _local) - math.log(n_samples)  # sample mass 1/B
-        return torch.exp(log_q + math.log(n_samples)).t().to(scores.dtype)  # columns sum to 1
+        codes = torch.exp(log_q + math.log(n_samples)).t()  # columns sum to 1
+        return codes.to(torch.promote_types(scores.dtype, torch.float32))
 
 
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
@@ -75,7 +116,8 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     exp(scores / ε); more iterations approach an exact equipartition of the B samples over the K
     prototypes. Computed in float64 in the log domain (every sum a log-sum-exp that subtracts the
     maximum before exponentiating): the official result wherever that one is finite, and neither
-    overflow nor 0/0 for large scores or a small ε. Returns the dtype of ``scores``, without gradient.
+    overflow nor 0/0 for large scores or a small ε. Returns the dtype of ``scores`` (float32 for bf16 or
+    float16 scores: codes stay in full precision under autocast), without gradient.
     """
     return _sinkhorn(scores, epsilon, iterations, _local, 1)
 
@@ -107,6 +149,7 @@ class Prototypes(nn.Module):
         return z @ self.weight.t()
 
 
+@float32_loss
 def swapped_prediction_loss(scores: Sequence[torch.Tensor], codes: Sequence[torch.Tensor],
                             crops_for_assign: Sequence[int], temperature: float = 0.1) -> torch.Tensor:
     """SwAV's loss (eq. 1): every crop v ≠ s predicts the codes q_s of each assigned crop s.
