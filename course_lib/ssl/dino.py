@@ -34,7 +34,10 @@ as in iBOT's patch loss without masking). The toy run therefore changes three th
    is kept unchanged beside it.
 
 ``python -m course_lib.ssl.dino --out DIR`` trains the course's tiny toy backbone on the toy world
-(the checkpoint shipped in ``course_lib/assets/toy_vit.pt`` was made this way; see its JSON).
+(the checkpoint shipped in ``course_lib/assets/toy_vit.pt`` was made this way; see its JSON). It follows the
+course's CLI convention (:mod:`course_lib.cli`: ``--profile --dataset --out --data-root --device --threads
+--seed --max-steps --print-config``, ``config.json`` and ``metrics.json``, ``COURSE_SMOKE``: 8 images, 2
+steps); the full profile uses the official DINO weights instead (``data_scripts/get_weights.py``).
 """
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+from .. import cli
+from .. import config as course_config
 from ..config import get_device, progress, seed_everything
 from ..data.toyworld import ToyWorld
 from ..data.transforms import RandomRecolour, normalize
@@ -412,12 +417,13 @@ def dino_loss(student: nn.ModuleDict, teacher: nn.ModuleDict, crops: list[torch.
 
 
 def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.device | None = None,
-               time_budget_s: float | None = None) -> VisionTransformer:
+               time_budget_s: float | None = None, max_steps: int | None = None) -> VisionTransformer:
     """Train a ViT with DINO on toy-world scenes; checkpoints to ``out_dir/checkpoint.pt`` every epoch.
 
     Resumes from that checkpoint when it exists. Writes ``out_dir/log.jsonl`` (one line per epoch) and,
     at the end, the teacher backbone (DINO evaluates the teacher) to ``out_dir/toy_vit.pt``.
-    ``time_budget_s`` stops cleanly after the first epoch that exceeds it (the schedule is kept).
+    ``time_budget_s`` stops cleanly after the first epoch that exceeds it, ``max_steps`` after that many
+    optimisation steps in all (the epoch is cut short and logged; the schedules are kept).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -457,11 +463,16 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
         print(f"resumed from {checkpoint_path.name} at epoch {start_epoch}")
     started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
+        if max_steps is not None and epoch * steps_per_epoch >= max_steps:
+            print(f"max_steps={max_steps} reached after epoch {epoch}")
+            break
         order = torch.randperm(len(images))
         losses = []
         bar = progress(range(steps_per_epoch), desc=f"DINO epoch {epoch + 1}/{config.epochs}", leave=False)
         for i in bar:
             step = epoch * steps_per_epoch + i
+            if max_steps is not None and step >= max_steps:
+                break
             lr = cosine_schedule(config.lr * config.batch_size / 64, config.min_lr, step, total_steps,
                                  config.warmup_epochs * steps_per_epoch)
             optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = lr
@@ -558,25 +569,76 @@ def load_toy_vit(path: str | Path, random_init: bool = False) -> VisionTransform
     return model.eval()
 
 
-def main(argv: list[str] | None = None) -> None:
+SMOKE_CONFIG = {"n_train_images": 8, "batch_size": 4, "epochs": 1, "warmup_epochs": 0}
+"""``COURSE_SMOKE=1`` defaults (a flag given wins): 8 images in batches of 4, one epoch = 2 steps."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the toy ViT backbone with DINO on toy-world scenes.")
-    parser.add_argument("--out", required=True, help="output folder (checkpoint.pt, log.jsonl, toy_vit.pt)")
+    cli.add_common_arguments(parser, out_required=False,
+                             dataset_help="toy (the only one: the toy backbone trains on toy-world scenes)")
     for name in _VALUE_FLAGS:
-        default = getattr(DINOConfig, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(DINOConfig, name)), default=None,
+                            help=f"default {getattr(DINOConfig, name)}")
     for name, help_ in zip(_SWITCHES, ("convolutional stem instead of patchify", "crop at the image's pixel scale",
                                        "DINO's Gaussian blur")):
         parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                             default=getattr(DINOConfig, name), help=help_)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--time-budget", type=float, default=None, help="stop after the epoch past this (s)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = DINOConfig(**{name: getattr(args, name) for name in (*_VALUE_FLAGS, *_SWITCHES)})
-    train_dino(config, args.out, args.device, args.time_budget)
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> DINOConfig:
+    """The run's :class:`DINOConfig`: flags, else ``COURSE_SMOKE``'s :data:`SMOKE_CONFIG`, else the defaults.
+
+    Raises :class:`~course_lib.config.ConfigError` for the full profile (it uses the official DINO weights,
+    it does not train them) and for a dataset other than the toy world."""
+    if course_config.profile(args.profile) == "full":
+        raise course_config.ConfigError(
+            "the full profile uses the official DINO weights instead of training a backbone; fetch them with:\n"
+            "    python data_scripts/get_weights.py --model dino_vits8\n"
+            "(this CLI trains the course's toy backbone: --profile toy)")
+    if args.dataset not in (None, "toy"):
+        raise course_config.ConfigError(f"--dataset {args.dataset}: the toy backbone trains on the toy world only "
+                                        "(--dataset toy)")
+    values = {name: getattr(args, name) for name in _VALUE_FLAGS}
+    if course_config.smoke():
+        values = {**SMOKE_CONFIG, **{name: value for name, value in values.items() if value is not None}}
+    values = {name: value for name, value in values.items() if value is not None}
+    values.update({name: getattr(args, name) for name in _SWITCHES})
+    if args.seed is not None:
+        values["seed"] = args.seed
+    return DINOConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    """``python -m course_lib.ssl.dino [--out DIR]``: train the toy backbone (the course's CLI convention).
+
+    ``DIR`` (default ``COURSE_CACHE/runs/dino_toy_toy_vit``) gets ``config.json`` at the start, then
+    ``checkpoint.pt`` (resumed), ``log.jsonl``, ``toy_vit.pt``, ``toy_vit.json`` and ``metrics.json``
+    (final loss, epochs and steps done, seconds; finite numbers only). Returns the metrics (``None`` for
+    ``--print-config``)."""
+    args = parse_args(argv)
+    cli.apply_common(args)
+    config = build_config(args)
+    steps = config.n_train_images // config.batch_size * config.epochs  # as train_dino counts them
+    max_steps = cli.cap_steps(steps, args.max_steps)
+    out = Path(args.out) if args.out is not None else course_config.default_run_dir("dino", "toy", "toy_vit")
+    resolved = {"profile": "toy", "smoke": course_config.smoke(), "out": str(out), "dino": asdict(config),
+                "run": {"steps": max_steps, "max_steps": args.max_steps, "device": args.device or "auto",
+                        "threads": args.threads, "time_budget": args.time_budget}}
+    if args.print_config:
+        cli.print_config(resolved)
+        return None
+    cli.write_json(out / "config.json", resolved)
+    started = time.perf_counter()
+    train_dino(config, out, args.device, args.time_budget, max_steps=max_steps if max_steps < steps else None)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    metrics = {"final_loss": log[-1]["loss"] if log else None, "epochs_done": len(log), "steps": max_steps,
+               "seconds": time.perf_counter() - started, "backbone": "toy_vit.pt", "log": log}
+    cli.write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_cli(main)
