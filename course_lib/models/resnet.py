@@ -10,6 +10,11 @@ torchvision's ``BasicBlock`` / ``Bottleneck`` with torchvision's parameter names
   basic block per stage, a 3×3 stem of stride 2 and no max-pool, the last stage at stride 1: output
   stride 8, so a 96 px image gives a 12×12 map (ResNet-18 at 224 px gives 7×7).
 
+:func:`load_imagenet_weights` loads torchvision's ImageNet weights (``IMAGENET1K_V1``) of ResNet-18 / 50 / 101
+into a ResNet (this module's or torchvision's) from ``COURSE_CACHE/weights`` under their official file names
+(``resnet101-63fe2227.pth``, ...), fetched by ``python data_scripts/get_weights.py --model resnet101``;
+it never downloads.
+
 Input: images normalised with the ImageNet mean and std (``course_lib.data.normalize``), B×3×H×W.
 ``model.stages(x)`` → ``{"layer1": …, "layer2": …, "layer3": …, "layer4": …}`` (B×C_s×h_s×w_s);
 ``model(x)`` and ``model.patch_features(x)`` → the last stage, B×C×h×w; ``model.patch_size`` is the
@@ -17,11 +22,15 @@ output stride and ``model.stage_channels`` the channels of each stage.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from ..data.hub import WEIGHTS, weights_path
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -117,3 +126,38 @@ def build_resnet(name: str) -> ResNet:
     if name not in RESNET_SPECS:
         raise ValueError(f"unknown ResNet {name!r}: use one of {', '.join(map(repr, RESNET_SPECS))}")
     return ResNet(RESNET_SPECS[name])
+
+
+IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+"""The torchvision ImageNet weights the course registers (``course_lib.data.hub.WEIGHTS``: resnet18/50/101)."""
+
+
+def imagenet_weights_file(name: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """The file of torchvision's ImageNet weights of ``name`` (``"resnet18"``, ``"resnet50"``, ``"resnet101"``)
+    in ``weights_dir`` (default ``COURSE_CACHE/weights``).
+
+    Raises:
+        ValueError: ``name`` has no registered ImageNet weights.
+        WeightsNotFoundError: the file is missing (the message gives the command that fetches it).
+    """
+    from .backbones import WeightsNotFoundError  # backbones imports this module
+
+    if not name.startswith("resnet") or name not in WEIGHTS:
+        raise ValueError(f"no ImageNet weights are registered for {name!r}: use resnet18, resnet50 or resnet101")
+    path = weights_path(name, weights_dir)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{WEIGHTS[name].description}: weights not found at {path}. Fetch them with:\n"
+            f"    python data_scripts/get_weights.py --model {name}")
+    return path
+
+
+def load_imagenet_weights(model: nn.Module, name: str, weights_dir: str | os.PathLike | None = None) -> nn.Module:
+    """Load torchvision's ImageNet weights of ``name`` (see :func:`imagenet_weights_file`) into ``model``
+    with a strict ``load_state_dict``; the classifier ``fc.*`` is dropped when ``model`` has none (a
+    backbone such as :class:`ResNet`). Dilated strides do not change the parameters. Returns ``model``."""
+    state = torch.load(imagenet_weights_file(name, weights_dir), map_location="cpu", weights_only=True)
+    if not hasattr(model, "fc"):
+        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    model.load_state_dict(state, strict=True)
+    return model

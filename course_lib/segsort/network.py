@@ -9,7 +9,9 @@ embedding lies on the unit hypersphere S^{D-1}.
   stride 2 (output stride 4: a 96 px image gives a 24×24 map), then two dilated convolutions (dilation
   2 and 4) so that each embedding sees about 60×60 px of texture; about 0.27 M parameters.
 - :class:`ResNetEmbeddingNet` (full scale): torchvision's ResNet-50 / 101 with the last two stages
-  dilated (output stride 8, as in the paper) and a pyramid-pooling head (PSPNet's bins 1, 2, 3, 6) to D.
+  dilated (output stride 8, as in the paper) and a pyramid-pooling head (PSPNet's bins 1, 2, 3, 6) to D,
+  initialised from torchvision's ImageNet weights read from ``COURSE_CACHE/weights`` (fetched by
+  ``python data_scripts/get_weights.py --model resnet101``; nothing downloads here).
 
 Input: B×3×H×W images normalised with the ImageNet mean and std (:func:`course_lib.data.normalize`);
 :func:`embed` does that for images in [0, 1]. Output: B×D×h×w, unit length along D.
@@ -23,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import progress
+from ..config import ConfigError, progress
 from ..data.transforms import normalize
+from ..models.resnet import IMAGENET_WEIGHTS, load_imagenet_weights
 from .vmf import EPS
 
 EMBEDDING_DIM = 32
@@ -82,8 +85,9 @@ class PyramidPooling(nn.Module):
 class ResNetEmbeddingNet(nn.Module):
     """Dilated torchvision ResNet-50/101 (output stride 8) + pyramid-pooling head → B×D×(H/8)×(W/8).
 
-    ``weights`` is passed to torchvision (e.g. ``"IMAGENET1K_V1"``, downloaded on first use, as the
-    paper starts from ImageNet); ``None`` is a random initialisation.
+    ``weights="IMAGENET1K_V1"`` starts from torchvision's ImageNet weights, as the paper starts from
+    ImageNet, loaded from ``COURSE_CACHE/weights`` (``WeightsNotFoundError`` with the fetch command when
+    the file is missing); ``None`` is a random initialisation.
     """
 
     def __init__(self, depth: int = 101, embedding_dim: int = EMBEDDING_DIM, weights: str | None = None):
@@ -93,7 +97,11 @@ class ResNetEmbeddingNet(nn.Module):
         builders = {50: resnet50, 101: resnet101}
         if depth not in builders:
             raise ValueError(f"ResNetEmbeddingNet supports depth 50 or 101, got {depth}")
-        resnet = builders[depth](weights=weights, replace_stride_with_dilation=[False, True, True])
+        if weights not in (None, IMAGENET_WEIGHTS):
+            raise ConfigError(f"unknown ResNet weights {weights!r}: use {IMAGENET_WEIGHTS} or none (random)")
+        resnet = builders[depth](weights=None, replace_stride_with_dilation=[False, True, True])
+        if weights is not None:
+            load_imagenet_weights(resnet, f"resnet{depth}")
         self.embedding_dim = embedding_dim
         self.output_stride = 8
         self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
@@ -115,12 +123,12 @@ def build_embedding_net(arch: str = "toy", embedding_dim: int = EMBEDDING_DIM, w
     """An embedding network by name (``"toy"``, ``"resnet50"``, ``"resnet101"``); ``seed`` fixes its
     random initialisation (the "untrained network" baseline is this network at ``seed``)."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown SegSort architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+        raise ConfigError(f"unknown SegSort architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
     if seed is not None:
         torch.manual_seed(seed)
     if arch == "toy":
         if weights is not None:
-            raise ValueError("the toy network has no pretrained weights; "
+            raise ConfigError("the toy network has no pretrained weights; "
                              "train it with python -m course_lib.segsort.train")
         return ToyEmbeddingNet(embedding_dim)
     return ResNetEmbeddingNet(int(arch.removeprefix("resnet")), embedding_dim, weights)
@@ -152,6 +160,7 @@ def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 32,
           device: torch.device | str | None = None) -> torch.Tensor:
     """Embeddings of N×3×H×W images in [0, 1] (normalised here), in eval mode, batch by batch.
 
+    On CUDA the network runs under bf16 autocast; the embeddings are returned in float32.
     Returns N×D×h×w float32 on the CPU.
     """
     if images.ndim != 4 or images.shape[1] != 3:
@@ -159,7 +168,9 @@ def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 32,
     device = torch.device(device) if device is not None else next(net.parameters()).device
     was_training = net.training
     net.eval()
-    chunks = [net(normalize(images[start:start + batch_size].to(device))).float().cpu()
-              for start in progress(range(0, len(images), batch_size), desc="embedding", unit="batch", leave=False)]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        chunks = [net(normalize(images[start:start + batch_size].to(device))).float().cpu()
+                  for start in progress(range(0, len(images), batch_size), desc="embedding", unit="batch",
+                                        leave=False)]
     net.train(was_training)
     return torch.cat(chunks)

@@ -1,5 +1,9 @@
 """Train a SegSort embedding and measure it: ``python -m course_lib.segsort.train --profile toy --out DIR``.
 
+The flags follow the course's CLI convention (:mod:`course_lib.cli`: ``--profile --dataset --out --data-root
+--device --threads --seed --max-steps --print-config``); ``--out`` defaults to
+``COURSE_CACHE/runs/segsort_<dataset>_<arch>``.
+
 Toy profile (default): the toy world's ``scenes`` (1000 training, 200 validation images, 96 px), the
 small :class:`~.network.ToyEmbeddingNet` trained from scratch with the unsupervised segment-sorting loss
 on Felzenszwalb superpixels (the substitute for HED-owt-ucm, see :mod:`.priors`), Adam with the poly
@@ -10,22 +14,31 @@ Full scale (``--profile full``, ``--dataset voc2012``): PASCAL VOC 2012 ``train_
 crop and flip, the dilated ResNet-101 with a pyramid-pooling head from ImageNet weights, SGD with the
 official poly schedule (lr 2e-3, momentum 0.9, weight decay 5e-4, head ×10); ``--prior hed --hed-dir D``
 reads HED-owt-ucm region PNGs (``D/<image id>.png``); ``--supervised`` trains the supervised variant
-(vMF clusters split by class, leave-one-out numerator, memory of two batches).
+(vMF clusters split by class, leave-one-out numerator, memory of two batches). The ResNet's ImageNet weights
+are read from ``COURSE_CACHE/weights`` (``python data_scripts/get_weights.py --model resnet101``), VOC from
+``COURSE_DATA`` (``python data_scripts/get_voc.py``): a missing one stops the run before anything is loaded,
+with the command that fetches it. On CUDA the forward pass runs under bf16 autocast; the loss, the vMF
+clustering and the metrics are computed in float32.
+
+``COURSE_SMOKE=1`` (the dry run, both profiles): a handful of images, one epoch of at most 2 steps, 64 px
+crops (:data:`SMOKE_DEFAULTS`), the same code paths; it proves the plumbing, not the quality.
 
 Several processes: ``torchrun --nproc_per_node N -m course_lib.segsort.train ...`` trains with
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs; each process sees its share of every epoch, the loss
 uses the prototypes of the process's own batch); rank 0 writes the checkpoints and evaluates.
 
-Outputs in ``--out``: ``checkpoint.pt`` (after every epoch; an existing one is resumed), ``segsort.pt``
-(the trained network, :func:`~.network.load_embedding_net`), ``metrics.json``: kNN-retrieval mIoU /
+Outputs in ``--out``: ``config.json`` (the resolved configuration, what ``--print-config`` prints),
+``checkpoint.pt`` (after every epoch; an existing one is resumed), ``segsort.pt`` (the trained network,
+:func:`~.network.load_embedding_net`), ``metrics.json`` (finite numbers only): kNN-retrieval mIoU /
 accuracy of the trained and the untrained (same seed, before training) network (``knn_mIoU``,
-``knn_untrained_mIoU``, ...), the label-free mIoU / accuracy (``label_free_mIoU``, ...), the losses per
-epoch, timings and the configuration.
+``knn_untrained_mIoU``, ...; ``mIoU`` repeats ``knn_mIoU``, the paper's protocol, as the run's headline), the
+label-free mIoU / accuracy (``label_free_mIoU``, ...), the losses per epoch, timings and the configuration.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -39,11 +52,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .. import cli
 from .. import config as course_config
 from ..data import ToyWorld, VOC2012, normalize
 from ..data.transforms import crop_pair, resize_pair
 from ..distributed import init_distributed
 from ..evaluation import UnsupervisedMetrics
+from ..models.resnet import IMAGENET_WEIGHTS, imagenet_weights_file
 from .loss import PrototypeMemory, segment_sort_loss, supervised_segment_sort_loss
 from .network import build_embedding_net, embed, load_embedding_net, save_embedding_net
 from .priors import PRIORS, read_segment_png, superpixels
@@ -85,6 +100,7 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     data_root: str | None = None
+    max_steps: int | None = None
 
 
 PROFILE_DEFAULTS = {
@@ -95,11 +111,24 @@ PROFILE_DEFAULTS = {
 }
 """Per-profile defaults that differ from :class:`TrainConfig` (the toy profile is the dataclass default)."""
 
+SMOKE_DEFAULTS = {
+    "toy": dict(n_train=16, n_val=8, size=64, epochs=1, batch_size=8, eval_batch_size=8),
+    "full": dict(n_train=4, n_val=2, size=64, epochs=1, batch_size=2, num_workers=0),
+}
+"""Under ``COURSE_SMOKE=1``, per profile, on top of :data:`PROFILE_DEFAULTS` (flags still win); training
+steps are capped at 2 whatever the flags say (:func:`course_lib.cli.cap_steps`)."""
+
+RESUMABLE_CHANGES = ("epochs", "max_steps")
+"""Fields that may change when a run is resumed (it trains on, longer)."""
+
+COMMON_FLAGS = ("profile", "dataset", "data_root", "seed", "max_steps")
+"""Fields whose flags come from :func:`course_lib.cli.add_common_arguments`."""
+
 
 FLAG_HELP = {
     "dataset": "toy (ToyWorld scenes) or voc2012 (PASCAL VOC 2012 train_aug / val)",
     "arch": "embedding network: toy, resnet50 or resnet101",
-    "weights": "torchvision weights of the ResNet (e.g. IMAGENET1K_V1; none = random)",
+    "weights": "IMAGENET1K_V1 (torchvision's ImageNet ResNet, read from COURSE_CACHE/weights) or none (random)",
     "embedding_dim": "D, the embedding dimension",
     "supervised": "train the supervised variant (ground-truth classes, memory bank) instead of the unsupervised one",
     "prior": "over-segmentation of the unsupervised loss: felzenszwalb, slic or hed (HED-owt-ucm PNGs)",
@@ -125,6 +154,7 @@ FLAG_HELP = {
     "num_workers": "data-loader worker processes",
     "seed": "random seed (also the untrained baseline's initialisation)",
     "data_root": "dataset root (default: $COURSE_DATA)",
+    "max_steps": "cap on the optimisation steps of the run (the epoch in progress then ends there)",
 }
 
 
@@ -233,8 +263,13 @@ def poly_lr(optimizer: torch.optim.Optimizer, step: int, total_steps: int, power
 
 def batch_loss(net: nn.Module, batch: dict, cfg: TrainConfig, memory: PrototypeMemory,
                device: torch.device) -> torch.Tensor:
-    """SegSort loss of one batch: unsupervised on the prior's regions, or supervised on vMF clusters."""
-    embeddings = net(normalize(batch["image"].to(device, non_blocking=True)))
+    """SegSort loss of one batch: unsupervised on the prior's regions, or supervised on vMF clusters.
+
+    The network runs under bf16 autocast on CUDA; its B×D×h×w embeddings, the vMF clustering and the loss
+    are in float32."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        embeddings = net(normalize(batch["image"].to(device, non_blocking=True)))
+    embeddings = embeddings.float()
     size = embeddings.shape[-2:]
     if not cfg.supervised:
         return segment_sort_loss(embeddings, resize_ids(batch["segments"].to(device), size), cfg.concentration)
@@ -248,8 +283,8 @@ def _checkpoint_state(net, optimizer, memory, cfg, epoch, losses) -> dict:
             "optimizer": optimizer.state_dict(), "memory": memory.state_dict(), "torch_rng": torch.get_rng_state()}
 
 
-def _without_epochs(config: dict) -> dict:
-    return {key: value for key, value in config.items() if key != "epochs"}
+def _fixed_fields(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key not in RESUMABLE_CHANGES}
 
 
 def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
@@ -263,9 +298,10 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
     start_epoch, losses = 0, []
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if _without_epochs(state["config"]) != _without_epochs(asdict(cfg)):
-            raise ValueError(f"{checkpoint_path} was written with another configuration; use a new --out "
-                             "or delete the checkpoint to start again (only --epochs may change on resume)")
+        if _fixed_fields(state["config"]) != _fixed_fields(asdict(cfg)):
+            raise course_config.ConfigError(
+                f"{checkpoint_path} was written with another configuration; use a new --out or delete the "
+                "checkpoint to start again (only --epochs and --max-steps may change on resume)")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         memory.load_state_dict(state["memory"])
@@ -279,16 +315,18 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
     loader = DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     if len(loader) == 0:
-        raise ValueError(f"{len(dataset)} training images give no batch of {cfg.batch_size} per process "
-                         f"({world_size} processes): lower --batch-size")
-    total_steps = cfg.epochs * len(loader)
+        raise course_config.ConfigError(f"{len(dataset)} training images give no batch of {cfg.batch_size} "
+                                        f"per process ({world_size} processes): lower --batch-size")
+    total_steps = cli.cap_steps(cfg.epochs * len(loader), cfg.max_steps)   # --max-steps, COURSE_SMOKE
+    epochs = math.ceil(total_steps / len(loader))
     net.train()
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         running = []
-        bar = course_config.progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        steps = range(epoch * len(loader), min((epoch + 1) * len(loader), total_steps))
+        bar = course_config.progress(zip(steps, loader), total=len(steps), desc=f"epoch {epoch + 1}/{epochs}",
                                      disable=rank != 0 or course_config.progress_disabled())
-        for step, batch in enumerate(bar, start=epoch * len(loader)):
+        for step, batch in bar:
             poly_lr(optimizer, step, total_steps)
             loss = batch_loss(net, batch, cfg, memory, device)
             optimizer.zero_grad(set_to_none=True)
@@ -301,7 +339,7 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
             partial = checkpoint_path.with_suffix(".tmp")
             torch.save(_checkpoint_state(net, optimizer, memory, cfg, epoch + 1, losses), partial)
             os.replace(partial, checkpoint_path)                  # never a half-written checkpoint
-            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}", flush=True)
+            print(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}", flush=True)
     return getattr(net, "module", net), losses
 
 
@@ -379,18 +417,28 @@ def evaluate(trained: nn.Module, cfg: TrainConfig, device: torch.device) -> dict
 
 
 # ----------------------------------------------------------------------------- command line
+def resolve_config(profile: str | None = None, **given) -> TrainConfig:
+    """The configuration of a run: :class:`TrainConfig`'s defaults, then the profile's
+    (:data:`PROFILE_DEFAULTS`; ``profile`` default ``$COURSE_PROFILE``), then under ``COURSE_SMOKE`` the
+    smoke sizes (:data:`SMOKE_DEFAULTS`), then the ``given`` fields (``weights="none"``: random)."""
+    profile = course_config.profile(profile)
+    values = {**PROFILE_DEFAULTS[profile], **(SMOKE_DEFAULTS[profile] if course_config.smoke() else {}),
+              **given, "profile": profile}
+    if str(values.get("weights")).lower() == "none":
+        values["weights"] = None                     # --weights none: random initialisation
+    return replace(TrainConfig(), **values)
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The resolved :class:`TrainConfig` and the parsed flags (``args.out`` defaults to
+    ``COURSE_CACHE/runs/segsort_<dataset>_<arch>``)."""
     parser = argparse.ArgumentParser(prog="python -m course_lib.segsort.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=course_config.PROFILES, default=None,
-                        help="toy (default, $COURSE_PROFILE) or full: sets the defaults below")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (checkpoint, segsort.pt, metrics.json)")
-    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: course_lib.config.get_device())")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    cli.add_common_arguments(parser, out_required=False, dataset_help=FLAG_HELP["dataset"])
     parser.add_argument("--eval-only", action="store_true", help="skip training: evaluate the network in --out")
     parser.add_argument("--no-eval", action="store_true", help="train only; metrics.json then holds the losses")
     for name, value in asdict(TrainConfig()).items():
-        if name == "profile":
+        if name in COMMON_FLAGS:
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -399,27 +447,51 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
             kind = type(value) if value is not None else (int if name.startswith("n_") else str)
             parser.add_argument(flag, type=kind, default=None, help=f"{FLAG_HELP[name]} (toy default: {value})")
     args = parser.parse_args(argv)
-    profile = course_config.profile(args.profile)
-    values = {**PROFILE_DEFAULTS[profile], "profile": profile}
-    given = {name: getattr(args, name) for name in asdict(TrainConfig()) if getattr(args, name, None) is not None}
-    values.update(given)
-    if str(values.get("weights")).lower() == "none":
-        values["weights"] = None                     # --weights none: random initialisation
-    cfg = replace(TrainConfig(), **values)
+    given = {name: getattr(args, name) for name in asdict(TrainConfig())
+             if name != "profile" and getattr(args, name, None) is not None}
+    if "data_root" in given:
+        given["data_root"] = str(given["data_root"])
+    cfg = resolve_config(args.profile, **given)
     if cfg.dataset not in ("toy", "voc2012"):
         parser.error(f"--dataset must be toy or voc2012, got {cfg.dataset!r}")
     if cfg.eval_resolution not in ("embedding", "label"):
         parser.error(f"--eval-resolution must be embedding or label, got {cfg.eval_resolution!r}")
     if cfg.prior not in (*PRIORS, "hed"):
         parser.error(f"--prior must be one of {', '.join((*PRIORS, 'hed'))}, got {cfg.prior!r}")
+    if cfg.weights not in (None, IMAGENET_WEIGHTS):
+        parser.error(f"--weights must be {IMAGENET_WEIGHTS} or none, got {cfg.weights!r}")
+    if args.out is None:
+        args.out = course_config.default_run_dir("segsort", cfg.dataset, cfg.arch)
     return cfg, args
 
 
+def check_inputs(cfg: TrainConfig, train: bool = True, evaluate: bool = True) -> None:
+    """Stop at once, before anything is loaded, when a download the run needs is missing: VOC's
+    ``train_aug`` (training and the retrieval bank) and ``val`` splits (``DatasetNotFoundError``), the
+    ResNet's ImageNet weights (``WeightsNotFoundError``; the untrained baseline starts from them too);
+    each message names the ``data_scripts`` command that fetches it. A missing ``--hed-dir`` is a
+    ``ConfigError``."""
+    if cfg.dataset == "voc2012":
+        for split in ("train_aug", "val") if evaluate else ("train_aug",):
+            VOC2012(cfg.data_root, split)
+    if cfg.weights is not None and cfg.arch != "toy" and (train or evaluate):
+        imagenet_weights_file(cfg.arch)
+    if train and cfg.prior == "hed" and not cfg.supervised and not (cfg.hed_dir and Path(cfg.hed_dir).is_dir()):
+        raise course_config.ConfigError(f"--prior hed needs --hed-dir, a folder of HED-owt-ucm region PNGs "
+                                        f"(<image id>.png); got {cfg.hed_dir!r}")
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """Run the CLI (see the module docstring); returns the metrics written to ``metrics.json`` (with
+    ``--print-config``: the resolved configuration, nothing run)."""
     argv = sys.argv[1:] if argv is None else argv
     cfg, args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli.apply_common(args)
+    resolved = {**asdict(cfg), "out": args.out, "smoke": course_config.smoke()}
+    if args.print_config:
+        cli.print_config(resolved)
+        return resolved
+    check_inputs(cfg, train=not args.eval_only, evaluate=not args.no_eval)
     context = init_distributed(args.device)
     device, rank, world_size = context.device, context.rank, context.world_size
     args.out.mkdir(parents=True, exist_ok=True)
@@ -429,6 +501,8 @@ def main(argv: list[str] | None = None) -> dict:
         net, saved = load_embedding_net(args.out / "segsort.pt", device)
         cfg, losses = replace(cfg, arch=saved["arch"], embedding_dim=saved["embedding_dim"]), []
     else:
+        if rank == 0:
+            cli.write_json(args.out / "config.json", resolved)
         net, losses = train(cfg, args.out, device, rank, world_size)
     train_seconds = time.perf_counter() - start
     metrics: dict = {}
@@ -438,10 +512,12 @@ def main(argv: list[str] | None = None) -> dict:
                                                               "train_config": asdict(cfg)})
         start = time.perf_counter()
         metrics = {} if args.no_eval else evaluate(net.eval(), cfg, device)
+        if not args.no_eval:
+            metrics["mIoU"] = metrics["knn_mIoU"]   # the headline: kNN retrieval, the paper's protocol
         metrics.update(train_seconds=round(train_seconds, 1), eval_seconds=round(time.perf_counter() - start, 1),
                        losses=losses, world_size=world_size, config=asdict(cfg),
                        command=" ".join(["python -m course_lib.segsort.train", *argv]))
-        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        cli.write_json(args.out / "metrics.json", metrics)
         if not args.no_eval:
             print(json.dumps({k: v for k, v in metrics.items() if k.endswith("mIoU")}), flush=True)
     if world_size > 1:
@@ -451,4 +527,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_cli(main)
