@@ -148,3 +148,31 @@ def test_shallow_head_embeds_on_the_unit_sphere():
     embeddings = head(torch.randn(4, 12, 6, 6))
     assert embeddings.shape == (4, 8)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_pixel_losses_are_float32_for_bf16_inputs_even_under_autocast():
+    """A bf16 forward pass (autocast on CUDA) must not reach the losses' cosines, products and
+    log-softmax: each returns float32 and equals the float32 computation of the same inputs."""
+    from course_lib.luss.finetune import segmentation_loss
+
+    generator = torch.Generator().manual_seed(0)
+    z_a, z_b, p_a, p_b = (torch.randn(4, 8, 3, 3, generator=generator).bfloat16().requires_grad_() for _ in range(4))
+    overlap = torch.tensor([True, True, False, True])
+    shallow = [torch.randn(4, 6, generator=generator).bfloat16() for _ in range(2)]
+    codes = [torch.softmax(torch.randn(4, 6, generator=generator), dim=1) for _ in range(2)]
+    logits = torch.randn(2, 4, 5, 5, generator=generator).bfloat16()
+    labels = torch.randint(-1, 4, (2, 10, 10), generator=generator)
+    cases = {
+        "p2p": lambda f: pixel_to_pixel_loss(f(p_a), f(p_b), f(z_a), f(z_b), overlap),
+        "p2p_nce": lambda f: pixel_contrast_loss(f(z_a), f(z_b), overlap, n_samples=None),
+        "d2s": lambda f: deep_to_shallow_loss([f(s) for s in shallow], codes),
+        "segmentation": lambda f: segmentation_loss(f(logits), labels, 0.5),
+    }
+    for name, loss_of in cases.items():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = loss_of(lambda t: t)
+        assert mixed.dtype == torch.float32, name
+        assert torch.equal(mixed, loss_of(lambda t: t.float())), name
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pixel_contrast_loss(z_a, z_b, overlap, n_samples=None).backward()
+    assert z_a.grad.dtype == torch.bfloat16 and torch.isfinite(z_a.grad.float()).all()

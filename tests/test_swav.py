@@ -156,3 +156,18 @@ def test_prototypes_are_frozen_only_during_the_first_iterations():
     assert freeze_prototypes_if_early(prototypes, 0, 2) and prototypes.weight.grad is None
     prototypes(torch.ones(1, 4)).sum().backward()
     assert not freeze_prototypes_if_early(prototypes, 2, 2) and prototypes.weight.grad is not None
+
+
+def test_sinkhorn_and_swav_loss_stay_float32_for_bf16_scores():
+    """Under bf16 autocast (CUDA training) the scores arrive in bf16: the codes and the loss are float32,
+    and the loss equals the float32 computation on the same (bf16-rounded) values, even inside autocast."""
+    scores = [unit_scores(batch=16, prototypes=8, seed=seed).bfloat16().requires_grad_() for seed in (0, 1, 2)]
+    codes = [sinkhorn(scores[0]), sinkhorn(scores[1])]
+    assert all(q.dtype == torch.float32 for q in codes)
+    assert torch.allclose(codes[0], sinkhorn(scores[0].float()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = swapped_prediction_loss(scores, codes, (0, 1))
+    assert loss.dtype == torch.float32
+    assert torch.equal(loss, swapped_prediction_loss([s.float() for s in scores], codes, (0, 1)))
+    loss.backward()
+    assert scores[2].grad.dtype == torch.bfloat16 and torch.isfinite(scores[2].grad.float()).all()
