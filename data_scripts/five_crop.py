@@ -7,6 +7,7 @@ Usage::
 Reads the dataset from ``--data-dir`` (default: ``COURSE_DATA``, else ``<project>/data``), writes the
 four corner crops and the centre crop of every image and label (half height, half width), then the
 index file. An interrupted run resumes where it stopped. See ``course_lib.data.five_crop``.
+``python -m course_lib.stego.train`` runs the same preparation itself when the set is missing.
 """
 from __future__ import annotations
 
