@@ -177,3 +177,39 @@ def test_imagenet_s_layout_end_to_end(tmp_path, capsys):
     predictions = sorted((tmp_path / "work" / "predictions" / "validation").glob("*/*.png"))
     assert len(predictions) == 6 and read_imagenet_s_png(predictions[0]).shape == (60, 70)  # full resolution
     assert len(list((tmp_path / "work" / "labels" / "train").glob("*/*.png"))) == 50
+
+
+def test_the_three_training_steps_run_under_bf16_autocast_with_float32_losses():
+    """The forward passes of pre-training, attention and fine-tuning under bf16 autocast (CPU here, as the
+    training loop does on CUDA): bf16 scores, float32 codes and losses, and gradients back to the weights."""
+    from course_lib.luss.attention import AttentionModel
+    from course_lib.luss.finetune import SegmentationModel, segmentation_loss
+    from course_lib.ssl.swav import SwAVQueue, swapped_prediction_loss, swav_codes
+
+    torch.manual_seed(0)
+    config = PretrainConfig(**{**TINY.__dict__, "p2p_contrast_weight": 1.0})
+    model = PASSModel.from_config(config).train()
+    crops = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    grid = torch.rand(4, 7, 7, 2) * 2 - 1
+    queue = SwAVQueue(2, 8, config.feat_dim)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(crops, grid, grid)
+        losses = pass_losses(outputs, model.prototypes, torch.ones(4, dtype=torch.bool), config, queue)
+    assert outputs["scores"][0].dtype == torch.bfloat16
+    assert all(value.dtype == torch.float32 and torch.isfinite(value) for value in losses.values())
+    losses["loss"].backward()
+    assert torch.isfinite(model.backbone.conv1.weight.grad).all()
+    attention = AttentionModel.from_pass_model(model).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embeddings, scores = attention([torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)])
+        codes = swav_codes(embeddings, scores, attention.prototypes, (0, 1), queue)
+        loss = swapped_prediction_loss(scores, codes, (0, 1))
+    assert codes[0].dtype == loss.dtype == torch.float32
+    loss.backward()
+    assert attention.attention.bias.grad is not None
+    segmenter = SegmentationModel(model.backbone, 3).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = segmentation_loss(segmenter(torch.randn(4, 3, 32, 32)), torch.randint(-1, 4, (4, 32, 32)), 0.5)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(segmenter.classifier.weight.grad).all()
