@@ -3,7 +3,7 @@
 ``course_lib/assets/pass_toy.pt`` holds the ``pretrain`` and ``attention`` checkpoints of a toy-world
 pipeline run (weights, config and per-step loss history; no optimizer state) and
 ``course_lib/assets/pass_toy.json`` the command that trained them. :func:`install_toy_checkpoints`
-puts them into a work folder, where the pipeline's later steps (and lessons 05-06) use them as if that
+puts them into a run folder, where the pipeline's later steps (and lessons 05-06) use them as if that
 folder had trained them: ``python -m course_lib.luss pipeline --profile toy --shipped``.
 """
 from __future__ import annotations

@@ -26,7 +26,7 @@ labels      τ: sweep on the labelled validation set (the paper's protocol), Ots
 finetune    a segmentation network on the pseudo-labels → ``finetune/checkpoint.pt``
 infer       predictions of the validation images at short side 256 → ``predictions/validation``;
             presence matching and the ImageNet-S metrics of the predictions, the raw pseudo-labels
-            and the baseline → ``summary.json``
+            and the baseline → ``metrics.json``
 pipeline    all of the above in order
 ==========  =================================================================================
 
@@ -39,7 +39,11 @@ else recomputed.
 ``COURSE_SMOKE=1`` (both profiles; with ``COURSE_PROFILE=full`` the dry run) runs the same steps and code
 paths at tiny size (:func:`smoke_settings`): 4 training and 4 validation images (on ImageNet-S a subset
 spread over the categories, its ground truth copied into ``subset/``), one epoch of at most 2 iterations
-per training step, crops of 64 / 32 px. A smoke run refuses a run folder of a full-size run and vice versa.
+per training step, crops of 64 / 32 px, 2 clusters. A smoke run refuses a run folder of a full-size run and
+vice versa.
+
+On CUDA the three training steps run their forward passes under bf16 autocast; Sinkhorn, the losses and
+the metrics stay in float32 (:mod:`.training`).
 
 ``--threads N`` sets PyTorch's CPU threads (1 is fastest on a busy machine); ``--shipped`` (toy only) starts
 from the shipped pre-training and attention checkpoints (:mod:`.assets`). The summary also scores the
@@ -50,7 +54,7 @@ constant prediction 'other' everywhere: with weak features a LUSS method can bea
 :class:`course_lib.data.ImageNetS` with the paper's settings (ResNet-18, 200 epochs, multi-crop for S50;
 ResNet-50, 100 epochs for S300 / S919; τ 0.41 / 0.40 / 0.37; the official S919 run pre-trains on all of
 ImageNet-1k, this one on ImageNet-S919's training split). ``--profile toy`` (the ``toy`` dataset)
-writes the toy world's ``objects`` in the ImageNet-S layout into the work folder and runs the same code.
+writes the toy world's ``objects`` in the ImageNet-S layout into the run folder and runs the same code.
 """
 from __future__ import annotations
 
