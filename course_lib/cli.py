@@ -114,22 +114,13 @@ def print_config(config: Any) -> None:
     print(json.dumps(to_json(config), indent=2, allow_nan=False))
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The failures a user can fix (missing download, bad value, wrong layout): shown without traceback."""
-    from .data.folders import DatasetLayoutError, DatasetNotFoundError
-    from .data.label_png import LabelEncodingError
-    from .models.backbones import WeightsNotFoundError
-
-    return (DatasetNotFoundError, DatasetLayoutError, LabelEncodingError, WeightsNotFoundError,
-            course_config.ConfigError)
-
-
 def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
-    """Run a CLI's ``main``: an expected failure prints ``error: <message>`` on stderr and exits 2 (no
+    """Run a CLI's ``main``: an expected failure (a :class:`~course_lib.config.CourseError`: missing dataset or
+    weights, bad value, wrong layout or encoding) prints ``error: <message>`` on stderr and exits 2 (no
     traceback); Ctrl-C says how to resume and exits 130; otherwise exit 0."""
     try:
         main(argv)
-    except expected_errors() as error:
+    except course_config.CourseError as error:
         print(f"\nerror: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
