@@ -21,7 +21,7 @@ from . import config
 SMOKE_IMAGES = 4
 """Validation images under ``COURSE_SMOKE`` (toy: twice as many)."""
 SMOKE_RESOLUTION = 64
-"""Image side under ``COURSE_SMOKE`` in the full profile (8×8 patches of ViT-S/8)."""
+"""Image side under ``COURSE_SMOKE`` (8×8 patches of ViT-S/8 and of the toy ViT), as the CLIs' dry run."""
 
 STEGO_DATASET, STEGO_BACKBONE = "cocostuff27", "dino_vits8"
 """The full profile of lessons 01–04: CocoStuff-27 and DINO ViT-S/8, STEGO's main setting."""
@@ -162,10 +162,11 @@ def smoke_cap(n_images: int, limit: int = 4 * SMOKE_IMAGES) -> int:
 def _spec(toy_images: int, full_images: int, full_resolution: int, split: str = "val",
           smoke_images: int = SMOKE_IMAGES) -> LessonSpec:
     """Toy: ``toy_images`` scenes at 96 px, toy ViT; full: ``full_images`` CocoStuff-27 images at
-    ``full_resolution``, ViT-S/8; smoke: at most ``smoke_images`` (toy: twice as many) at 64 px (toy: 96)."""
+    ``full_resolution``, ViT-S/8; smoke: at most ``smoke_images`` (toy: twice as many) at 64 px (as the CLIs)."""
     smoke = config.smoke()
     if config.profile() == "toy":
-        return LessonSpec("toy", split, min(toy_images, 2 * smoke_images) if smoke else toy_images, 96, "toy_vit")
+        return LessonSpec("toy", split, min(toy_images, 2 * smoke_images) if smoke else toy_images,
+                          SMOKE_RESOLUTION if smoke else 96, "toy_vit")
     return LessonSpec(STEGO_DATASET, split, min(full_images, smoke_images) if smoke else full_images,
                       SMOKE_RESOLUTION if smoke else full_resolution, STEGO_BACKBONE)
 
@@ -277,7 +278,8 @@ class StegoLesson:
         from .stego.trainer import CachedPairs
 
         if not self.full:
-            return prepare_data(self.config(), backbone, n_train=self.train.n_images, n_val=self.val.n_images)
+            return prepare_data(self.config(), backbone, n_train=self.train.n_images, n_val=self.val.n_images,
+                                size=self.train.resolution)
         val, train = self.val.load(), self.train.load()  # a missing download stops here, before any work
         cache = FeatureCache()
 

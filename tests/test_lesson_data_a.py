@@ -71,7 +71,7 @@ def test_full_profile_uses_cocostuff_vits8_at_the_papers_resolutions(monkeypatch
 def test_smoke_shrinks_both_profiles(monkeypatch):
     monkeypatch.setenv("COURSE_SMOKE", "1")
     monkeypatch.setenv("COURSE_PROFILE", "toy")
-    assert lesson_data.correspondence_lesson(200).n_images == 8
+    assert (lesson_data.correspondence_lesson(200).n_images, lesson_data.correspondence_lesson(200).resolution) == (8, 64)
     assert lesson_data.stego_lesson(1000, 200).train.n_images == 16   # a batch of 16 fits
     assert lesson_data.smoke_cap(200) == 16 and not lesson_data.correspondence_lesson().toy_checks
     monkeypatch.setenv("COURSE_PROFILE", "full")
