@@ -161,7 +161,7 @@ def progress(iterable: Iterable[T] | None = None, **kwargs) -> Iterable[T]:
     return tqdm(iterable, **kwargs)
 
 
-def _display_path(path: Path) -> str:
+def display_path(path: Path) -> str:
     """``path`` relative to the project root when inside it (no absolute paths in notebooks)."""
     try:
         return "./" + path.relative_to(project_root()).as_posix()
@@ -184,8 +184,8 @@ def environment_report() -> dict[str, str]:
         "device": str(get_device()),
         "cuda available": str(torch.cuda.is_available()),
         "profile": profile(),
-        "COURSE_DATA": _display_path(data_dir()),
-        "COURSE_CACHE": _display_path(cache_dir()),
+        "COURSE_DATA": display_path(data_dir()),
+        "COURSE_CACHE": display_path(cache_dir()),
     }
     try:
         import pydensecrf.densecrf  # noqa: F401  (the pydensecrf2 package)

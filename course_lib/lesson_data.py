@@ -6,17 +6,22 @@ size under ``COURSE_SMOKE=1`` (the full profile's dry run proves the plumbing, n
 """
 from __future__ import annotations
 
-
-# ---------------------------------------------------------------------------------------------- lessons 00–04
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from . import config
+
+
+# ---------------------------------------------------------------------------------------------- lessons 00–04
 
 SMOKE_IMAGES = 4
 """Validation images under ``COURSE_SMOKE`` (toy: twice as many)."""
@@ -71,9 +76,9 @@ def real_dataset(name: str, split: str, resolution: int | None = None) -> Datase
     the short side and centre-cropped to ``resolution`` when given (else at its own size).
 
     Raises DatasetNotFoundError (a CourseError whose message names the fetch command) when it is missing."""
-    from .data import VOC2012, CenterCrop, Cityscapes27, CocoStuff27, Compose, ImageNetS, Resize
+    from .data import VOC2012, Cityscapes27, CocoStuff27, ImageNetS
 
-    transform = Compose([Resize(resolution), CenterCrop(resolution)]) if resolution else None
+    transform = _square(resolution) if resolution else None
     loaders: dict[str, Callable[[], Dataset]] = {
         "cocostuff27": lambda: CocoStuff27(split=split, transform=transform),
         "cityscapes27": lambda: Cityscapes27(split=split, transform=transform),
@@ -106,7 +111,7 @@ class LessonSpec:
     def toy_checks(self) -> bool:
         """Whether the lesson's asserts on the toy world's numbers apply: toy profile at its real size (not
         under ``COURSE_SMOKE``; in the full profile the numbers are the real data's, or meaningless in the dry run)."""
-        return not self.full and not config.smoke()
+        return checks_apply()
 
     @property
     def patch_purity(self) -> float:
@@ -354,22 +359,12 @@ def paper_table(measured: dict[str, dict[str, float]]):
 
 
 # ---------------------------------------------------------------------------------------------- lessons 05–08
-import json
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-import torch
-
-from . import config
-
 PASS_PAPER = {"dataset": "ImageNet-S50", "mIoU val": 29.2, "mIoU test": 29.8,
               "source": "PASS, Gao et al., TPAMI 2022; LUSSeg/PASS README, fully unsupervised protocol"}
-SEGSORT_PAPER = {"dataset": "PASCAL VOC 2012 val", "unsupervised mIoU": 48.8,
-                 "source": "SegSort, Hwang et al., ICCV 2019: unsupervised SegSort (HED-owt-ucm regions, kNN "
-                           "retrieval), '76 % of its supervised counterpart' (jyhjinghwang/SegSort README)"}
+SEGSORT_PAPER = {"dataset": "PASCAL VOC 2012 val", "unsupervised mIoU": 55.9,
+                 "source": "SegSort, Hwang et al., ICCV 2019: unsupervised SegSort with HED-owt-ucm regions and kNN "
+                           "retrieval, 55.86 mIoU as Papers with Code lists the paper's result, '76 % of its "
+                           "supervised counterpart' (abstract; jyhjinghwang/SegSort README)"}
 
 
 def checks_apply() -> bool:
@@ -400,6 +395,7 @@ def _subset(dataset, n: int | None):
 
 
 def _square(size: int):
+    """Resize on the short side to ``size``, then centre-crop ``size``×``size`` (image and label)."""
     from .data import CenterCrop, Compose, Resize
 
     return Compose([Resize(size), CenterCrop(size)])
@@ -468,9 +464,9 @@ class PassLesson:
             return install_toy_checkpoints(work)
         found = {step: self.run_dir / step / "checkpoint.pt" for step in ("pretrain", "attention")}
         if all(path.is_file() for path in found.values()):
-            print(f"loading the full run in {config._display_path(self.run_dir)}")
+            print(f"loading the full run in {config.display_path(self.run_dir)}")
             return found
-        print(f"no full run in {config._display_path(self.run_dir)}: a short run of {steps} iterations per step on "
+        print(f"no full run in {config.display_path(self.run_dir)}: a short run of {steps} iterations per step on "
               f"{len(train)} images instead (minutes on a GPU). The full run:\n    {self.command()}")
         settings = self.settings(len(train))
         paths = {"pretrain": pretrain(settings.pretrain, train, work / "pretrain", max_steps=steps)}
@@ -490,17 +486,17 @@ class PassLesson:
                         max_steps=None if self.profile == "toy" else steps)
 
     def paper_report(self) -> str:
-        """The paper's number next to the full run's (``summary.json``), or what to run to get it."""
+        """The paper's number next to the full run's (its ``metrics.json``), or what to run to get it."""
         paper = (f"paper ({PASS_PAPER['source']}): {PASS_PAPER['dataset']} mIoU {PASS_PAPER['mIoU val']} (val), "
                  f"{PASS_PAPER['mIoU test']} (test)")
-        summary = self.run_dir / "summary.json"
+        summary = self.run_dir / "metrics.json"
         if self.profile == "toy":
             return paper + "; the toy world is not ImageNet-S: run this lesson with PROFILE = 'full' to compare"
         if summary.is_file():
             run = json.loads(summary.read_text())
             if "finetuned" in run:
-                return paper + f"\nthe full run ({config._display_path(summary)}): mIoU {run['finetuned']['mIoU']:.1f}"
-        return paper + f"\nno full run yet: `{self.command()}` writes {config._display_path(summary)}"
+                return paper + f"\nthe full run ({config.display_path(summary)}): mIoU {run['finetuned']['mIoU']:.1f}"
+        return paper + f"\nno full run yet: `{self.command()}` writes {config.display_path(summary)}"
 
 
 def pass_lesson(profile: str | None = None) -> PassLesson:
@@ -559,14 +555,14 @@ class SegSortLesson:
             return net, saved, json.loads(TOY_CHECKPOINT.with_suffix(".json").read_text())
         run = self.run_dir
         if not (run / "segsort.pt").is_file():
-            print(f"no full run in {config._display_path(run)}: a short one-epoch run on {n_train} images instead. "
+            print(f"no full run in {config.display_path(run)}: a short one-epoch run on {n_train} images instead. "
                   f"The full run:\n    {self.command()}")
             run = work / "short"
             if not (run / "segsort.pt").is_file():
                 subprocess.run([sys.executable, "-m", "course_lib.segsort.train", "--profile", "full", "--out",
                                 str(run), "--n-train", str(n_train), "--epochs", "1", "--no-eval"], check=True)
         else:
-            print(f"loading the full run in {config._display_path(run)}")
+            print(f"loading the full run in {config.display_path(run)}")
         net, saved = load_embedding_net(run / "segsort.pt")
         return net, saved, json.loads((run / "metrics.json").read_text())
 
@@ -651,7 +647,7 @@ def evaluation_banner() -> str:
 FULL_RUNS = {
     "STEGO (CocoStuff-27, ViT-S/8)": ("stego", "cocostuff27", "dino_vits8", "metrics.json",
                                       "python -m course_lib.stego.train --dataset cocostuff27 --backbone dino_vits8"),
-    "PASS (ImageNet-S50, ResNet-18)": ("pass", "imagenet_s50", "resnet18", "summary.json",
+    "PASS (ImageNet-S50, ResNet-18)": ("pass", "imagenet_s50", "resnet18", "metrics.json",
                                        "python -m course_lib.luss pipeline --profile full --dataset imagenet_s50"),
     "SegSort (VOC 2012, ResNet-101)": ("segsort", "voc2012", "resnet101", "metrics.json",
                                        "python -m course_lib.segsort.train --profile full --dataset voc2012"),
