@@ -7,13 +7,13 @@ and duration. The exit status is non-zero when any lesson failed.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import profile, project_root
+from .cli import ArgumentParser
+from .config import ConfigError, profile, project_root
 
 
 @dataclass
@@ -33,14 +33,33 @@ def lesson_notebooks(folder: Path | None = None) -> list[Path]:
     return found
 
 
+def _available(folder: Path | None = None) -> str:
+    return ", ".join(p.name[:2] for p in lesson_notebooks(folder))
+
+
 def select_lessons(numbers: list[str], folder: Path | None = None) -> list[Path]:
-    """The lesson notebooks whose number is in ``numbers`` (``"2"`` and ``"02"`` alike), in course order."""
+    """The lesson notebooks whose number is in ``numbers`` (``"2"`` and ``"02"`` alike), in course order;
+    ``ConfigError`` naming the lessons there are for a number that is not one."""
+    bad = [number for number in numbers if not number.isdigit()]
+    if bad:
+        raise ConfigError(f"--lessons takes lesson numbers ({_available(folder)}), got {', '.join(bad)}")
     wanted = {f"{int(number):02d}" for number in numbers}
     found = [p for p in lesson_notebooks(folder) if p.name[:2] in wanted]
     missing = wanted - {p.name[:2] for p in found}
     if missing:
-        raise SystemExit(f"error: no lesson numbered {', '.join(sorted(missing))} in notebooks/")
+        raise ConfigError(f"--lessons: no lesson numbered {', '.join(sorted(missing))} "
+                          f"(there are {_available(folder)})")
     return found
+
+
+def check_notebooks(paths: list[Path]) -> list[Path]:
+    """The given notebook paths, resolved; ``ConfigError`` naming the first that is not an ``.ipynb`` file
+    (before any kernel starts)."""
+    for path in paths:
+        if path.suffix != ".ipynb" or not path.is_file():
+            raise ConfigError(f"notebook {path} is not an .ipynb file; give notebook paths (e.g. "
+                              f"notebooks/02_feature_correspondences.ipynb) or --lessons NN (lessons {_available()})")
+    return [path.resolve() for path in paths]
 
 
 def run_lesson(notebook: Path, out_dir: Path, timeout: int = 1800) -> LessonRun:
@@ -83,7 +102,7 @@ def run_course(out_dir: Path, notebooks: list[Path] | None = None) -> list[Lesso
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib.lessons", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m course_lib.lessons", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute every lesson notebook headless")
     run.add_argument("--out", type=Path, default=project_root() / "build" / "course", help="output folder")
@@ -91,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="only the lessons with these numbers, e.g. --lessons 01 02 09 (default: all)")
     run.add_argument("notebooks", nargs="*", type=Path, help="only these notebooks (default: all, in order)")
     args = parser.parse_args(argv)
-    notebooks = [p.resolve() for p in args.notebooks]
-    if args.lessons:
-        notebooks += select_lessons(args.lessons)
+    try:  # every name checked before the first lesson runs: one line naming the problem, exit status 2
+        notebooks = check_notebooks(args.notebooks)
+        if args.lessons:
+            notebooks += select_lessons(args.lessons)
+    except ConfigError as error:
+        parser.error(str(error))
     runs = run_course(args.out, notebooks or None)
     return 0 if all(r.ok for r in runs) else 1
 

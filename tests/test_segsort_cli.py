@@ -47,12 +47,13 @@ def test_toy_run_writes_metrics_and_resumes(tmp_path, capsys):
     again = main(["--out", str(tmp_path), "--eval-only", *TINY])       # deterministic evaluation
     assert again["knn_mIoU"] == metrics["knn_mIoU"] and again["label_free_mIoU"] == metrics["label_free_mIoU"]
     capsys.readouterr()
-    resumed = main(["--out", str(tmp_path), "--epochs", "2", "--no-eval", *TINY])
+    (tmp_path / "metrics.json").unlink()  # as if interrupted after the last checkpoint: the same command resumes
+    resumed = main(["--profile", "toy", "--out", str(tmp_path), "--epochs", "1", *TINY])
     assert "resuming" in capsys.readouterr().out
-    assert len(resumed["losses"]) == 2 and resumed["losses"][0] == metrics["losses"][0]
-    # a different configuration must not silently continue an old checkpoint
-    with pytest.raises(ValueError, match="another configuration"):
-        main(["--out", str(tmp_path), "--epochs", "2", "--lr", "0.1", "--no-eval", *TINY])
+    assert resumed["losses"] == metrics["losses"] and resumed["knn_mIoU"] == metrics["knn_mIoU"]
+    # a different configuration must not silently continue (or replace) the finished run
+    with pytest.raises(ValueError, match=r"another configuration \(epochs: 1 -> 2; lr: 0.002 -> 0.1"):
+        main(["--out", str(tmp_path), "--epochs", "2", "--lr", "0.1", *TINY])
 
 
 def test_supervised_variant_trains(tmp_path):

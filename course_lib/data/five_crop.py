@@ -44,14 +44,18 @@ FIVE_CROP_SOURCES: dict[str, Callable[..., SegmentationFolder]] = {
 INDEX_COLUMNS = ("k", "source_name", "source_index", "position", "top", "left", "height", "width")
 
 
+def _check_ratio(ratio: float) -> None:
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+
+
 def five_crop_boxes(height: int, width: int, ratio: float = 0.5) -> list[tuple[int, int, int, int]]:
     """The five ``(top, left, crop_height, crop_width)`` boxes of an ``height×width`` image.
 
     Order :data:`FIVE_CROP_POSITIONS`; sizes ``int(ratio·height)``, ``int(ratio·width)`` as STEGO;
     positions as ``torchvision.transforms.functional.five_crop``.
     """
-    if not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    _check_ratio(ratio)
     crop_height, crop_width = int(height * ratio), int(width * ratio)
     if crop_height < 1 or crop_width < 1:
         raise ValueError(f"a {height}×{width} image is too small for crops of ratio {ratio}")
@@ -158,12 +162,16 @@ def prepare_five_crop(
     ``COURSE_DATA``) and writes ``root/cropped/<dataset>_five_crop_<ratio>/`` (see the module doc), or,
     with ``n_images``, the crops of the first ``n_images`` source images to
     ``five_crop_dir(dataset, root, ratio, n_images)``. ``num_workers`` processes read and write in
-    parallel. Files already written are kept (resume).
+    parallel. Files already written are kept (resume). Bad arguments raise ``ValueError`` before anything
+    is read or written (no empty output folder is left behind).
     """
     if dataset not in FIVE_CROP_SOURCES:
         raise ValueError(f"five-crop dataset must be one of {sorted(FIVE_CROP_SOURCES)}, got {dataset!r}")
     if n_images is not None and n_images < 1:
         raise ValueError(f"n_images must be at least 1, got {n_images}")
+    _check_ratio(ratio)
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
     root = resolve_root(root)
     source = FIVE_CROP_SOURCES[dataset](root=root, split=split)
     out_dir = five_crop_dir(dataset, root, ratio, n_images)

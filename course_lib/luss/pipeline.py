@@ -34,7 +34,9 @@ Nothing needs preparing by hand: the pipeline's derived data are its own steps' 
 reuses them. A finished training step just reloads its checkpoint, an interrupted one resumes; the
 clustering, the labels and the predictions are reused while they are newer than what they were made from
 and were made with the same settings (e.g. a new ``--tau`` redoes the labels, not the clustering),
-else recomputed.
+else recomputed. Every value is checked before any work (``--tau`` a number in [0, 1], ``sweep`` or
+``otsu``); a run folder whose training steps were made with other settings is refused with the settings
+that differ (``--overwrite`` starts afresh).
 
 ``COURSE_SMOKE=1`` (both profiles; with ``COURSE_PROFILE=full`` the dry run) runs the same steps and code
 paths at tiny size (:func:`smoke_settings`): 4 training and 4 validation images (on ImageNet-S a subset
@@ -399,8 +401,7 @@ class Pipeline:
                               s.kmeans_iterations, seed=s.pretrain.seed)
             result[name] = {"centroids": clusters.centroids.cpu(), "assignments": clusters.assignments.cpu(),
                             "inertia": clusters.inertia}
-        self.path("cluster").mkdir(exist_ok=True)
-        torch.save(result, self.path(*STEP_OUTPUTS["cluster"]))
+        cli.save_atomic(result, self.path(*STEP_OUTPUTS["cluster"]))
         self._finished("cluster")
         return None
 
@@ -593,7 +594,7 @@ class RawMaps(Sequence):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m course_lib.luss",
         description="PASS (Gao et al., TPAMI 2022) on the toy world or ImageNet-S: pre-training, pixel attention, "
                     "clustering, pseudo-labels, fine-tuning, inference and evaluation. Run a step, or 'pipeline'.")
@@ -601,7 +602,7 @@ def _parser() -> argparse.ArgumentParser:
     cli.add_common_arguments(parser, out_aliases=("--work-dir",), out_required=False, skip=("dataset",))
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="toy (the toy profile's default) or imagenet_s50 / imagenet_s300 / imagenet_s919 (full)")
-    parser.add_argument("--tau", default=None, help="'other' threshold: a number, 'sweep' or 'otsu'")
+    parser.add_argument("--tau", default=None, help="'other' threshold: a number in [0, 1], 'sweep' or 'otsu'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. pretrain.epochs=50 or toy_images=[200,50] (repeatable)")
     parser.add_argument("--shipped", action="store_true",
@@ -631,6 +632,7 @@ def resolve(args: argparse.Namespace) -> tuple[Settings, Path, dict]:
     if args.seed is not None:
         overrides += [f"{section}.seed={args.seed}" for section in ("pretrain", "attention", "finetune")]
     settings = apply_overrides(settings, overrides)
+    check_tau(settings.tau, "--tau" if args.tau is not None else "--set tau")
     out = args.out or course_config.default_run_dir("pass", dataset, settings.pretrain.arch)
     record = {"method": "pass", "profile": "toy" if dataset == "toy" else "full", "dataset": dataset,
               "smoke": course_config.smoke(), "seed": settings.pretrain.seed, "settings": settings.to_dict()}
@@ -649,11 +651,36 @@ def _changed_settings(saved: dict, current: dict, prefix: str = "") -> list[str]
     return changed
 
 
-def check_run_folder(out: Path, record: dict) -> None:
+def check_tau(tau: float | str, flag: str = "--tau") -> None:
+    """``ConfigError`` naming ``flag`` unless τ is ``sweep``, ``otsu`` or a number in [0, 1] (ā lies in [0, 1]:
+    a τ above 1 marks every pixel 'other')."""
+    if tau in ("sweep", "otsu"):
+        return
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 <= tau <= 1:
+        raise course_config.ConfigError(f"{flag} must be a number in [0, 1], 'sweep' or 'otsu', got {tau!r}")
+
+
+RUN_OUTPUTS = ("data", "subset", "pretrain", "attention", "cluster", "labels", "baseline", "finetune", "predictions")
+"""A run folder's step outputs besides ``config.json`` and ``metrics.json`` (``--overwrite`` deletes them)."""
+
+
+def _changes_training(key: str) -> bool:
+    """Whether the dotted setting ``key`` changes what a training step (pre-training, attention, fine-tuning)
+    learns, so that resuming its checkpoint would mislabel it (inference settings do not)."""
+    return (key.split(".")[0] in ("pretrain", "attention", "finetune") and key != "finetune.infer_short_side"
+            or key in ("num_classes", "toy_images", "max_images"))
+
+
+def check_run_folder(out: Path, record: dict, overwrite: bool = False) -> None:
     """Refuse a run folder that holds a run of another dataset, or a smoke run for a full-size one (and the
-    other way round): its checkpoints would be resumed as this run's. Other changed settings get a note:
-    training steps resume from their checkpoints, the later steps are recomputed where they depend on them."""
+    other way round), or (once a training step has a checkpoint there) a run whose training settings differ:
+    its checkpoints would be resumed as this run's; the message lists the settings that differ and
+    ``--overwrite`` starts afresh (deleting the folder's step outputs). The settings of the steps that are
+    recomputed when they change (clustering, τ, inference) get a note."""
     path = Path(out) / "config.json"
+    if overwrite:
+        cli.guard_run(out, record, overwrite=True, outputs=RUN_OUTPUTS)
+        return
     if not path.is_file():
         return
     saved = json.loads(path.read_text())
@@ -663,6 +690,12 @@ def check_run_folder(out: Path, record: dict) -> None:
             f"{out} holds a {kind[bool(saved.get('smoke'))]} run on {saved.get('dataset')}, not a "
             f"{kind[record['smoke']]} run on {record['dataset']}: choose another --out (or delete that folder)")
     changed = _changed_settings(saved.get("settings", {}), record["settings"])
+    trained = [step for step in TRAINING_STEPS if (Path(out) / STEP_OUTPUTS[step][0] / STEP_OUTPUTS[step][1]).is_file()]
+    refused = [key for key in changed if _changes_training(key)]
+    if trained and refused:
+        raise course_config.ConfigError(
+            f"{out} holds {', '.join(trained)} checkpoints trained with other settings ({', '.join(refused)}); "
+            "resuming them would mislabel this run: choose another --out, or add --overwrite to start afresh")
     if changed:
         print(f"note: settings changed since {path}: {', '.join(changed)}; training steps resume from their "
               "checkpoints, later steps are recomputed where they depend on them", flush=True)
@@ -701,7 +734,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "device": str(course_config.get_device(args.device)), "threads": torch.get_num_threads(),
                           "max_steps": args.max_steps, "shipped": args.shipped})
         return 0
-    check_run_folder(out, record)
+    cli.prepare_out(out)  # a file or an unwritable folder stops here
+    check_run_folder(out, record, args.overwrite)
     if args.shipped:
         if settings.dataset != "toy":
             raise course_config.ConfigError("--shipped holds toy-world checkpoints: use it with --profile toy")

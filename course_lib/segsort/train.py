@@ -27,8 +27,15 @@ Several processes: ``torchrun --nproc_per_node N -m course_lib.segsort.train ...
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs; each process sees its share of every epoch, the loss
 uses the prototypes of the process's own batch); rank 0 writes the checkpoints and evaluates.
 
-Outputs in ``--out``: ``config.json`` (the resolved configuration, what ``--print-config`` prints),
-``checkpoint.pt`` (after every epoch; an existing one is resumed), ``segsort.pt`` (the trained network,
+Every value is checked before any work (one line on stderr naming the flag, exit status 2), and ``--out``
+must be a folder this process can write. ``config.json`` is the run's record
+(:func:`course_lib.cli.guard_run`): another configuration is refused with the keys that differ
+(``--overwrite`` starts afresh), a finished identical run is reported and left untouched; a checkpoint
+that has trained longer than asked is never evaluated as this run.
+
+Outputs in ``--out``, each written under a temporary name and renamed when complete: ``config.json`` (the
+resolved configuration, what ``--print-config`` prints), ``checkpoint.pt`` (after every epoch; an existing
+one is resumed), ``segsort.pt`` (the trained network,
 :func:`~.network.load_embedding_net`), ``metrics.json`` (finite numbers only): kNN-retrieval mIoU /
 accuracy of the trained and the untrained (same seed, before training) network (``knn_mIoU``,
 ``knn_untrained_mIoU``, ...; ``mIoU`` repeats ``knn_mIoU``, the paper's protocol, as the run's headline), the
@@ -56,6 +63,7 @@ from .. import cli
 from .. import config as course_config
 from ..data import ToyWorld, VOC2012, normalize
 from ..data.transforms import crop_pair, resize_pair
+from ..data.toyworld import MAX_SIZE as TOY_MAX_SIZE, MIN_SIZE as TOY_MIN_SIZE
 from ..distributed import init_distributed
 from ..evaluation import UnsupervisedMetrics
 from ..models.resnet import IMAGENET_WEIGHTS, imagenet_weights_file
@@ -124,6 +132,21 @@ RESUMABLE_CHANGES = ("epochs", "max_steps")
 COMMON_FLAGS = ("profile", "dataset", "data_root", "seed", "max_steps")
 """Fields whose flags come from :func:`course_lib.cli.add_common_arguments`."""
 
+FLAG_TYPES = {
+    "embedding_dim": cli.positive_int, "concentration": cli.positive_float, "grid": cli.positive_int,
+    "kmeans_iterations": cli.positive_int, "n_banks": cli.positive_int, "k_nearest": cli.positive_int,
+    "grayscale": cli.probability, "epochs": cli.positive_int, "batch_size": cli.positive_int,
+    "lr": cli.positive_float, "head_lr_multiplier": cli.positive_float, "momentum": cli.float_range(0, 1, high_open=True),
+    "weight_decay": cli.non_negative_float, "n_train": cli.positive_int, "n_val": cli.positive_int,
+    "size": cli.positive_int, "eval_batch_size": cli.positive_int, "num_workers": cli.non_negative_int,
+}
+"""The argparse type (range check) of every numeric field's flag; the other fields are strings checked by name."""
+STRING_CHOICES = {"dataset": ("toy", "voc2012"), "eval_resolution": ("embedding", "label"),
+                  "prior": (*PRIORS, "hed"), "optimizer": ("adam", "sgd")}
+"""The values a string field allows."""
+RUN_OUTPUTS = ("checkpoint.pt", "segsort.pt")
+"""A run's files besides ``config.json`` and ``metrics.json`` (``--overwrite`` deletes them)."""
+
 
 FLAG_HELP = {
     "dataset": "toy (ToyWorld scenes) or voc2012 (PASCAL VOC 2012 train_aug / val)",
@@ -139,7 +162,7 @@ FLAG_HELP = {
     "n_banks": "memory banks (previous batches) of the supervised loss",
     "k_nearest": "k of the kNN retrieval",
     "grayscale": "probability of a grey training image (toy world: colour is random, texture decides the class)",
-    "epochs": "training epochs (may be raised when resuming)",
+    "epochs": "training epochs",
     "batch_size": "images per batch and process",
     "optimizer": "adam or sgd",
     "lr": "base learning rate (poly decay, power 0.9)",
@@ -297,7 +320,7 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
     checkpoint_path = out / "checkpoint.pt"
     start_epoch, losses = 0, []
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if _fixed_fields(state["config"]) != _fixed_fields(asdict(cfg)):
             raise course_config.ConfigError(
                 f"{checkpoint_path} was written with another configuration; use a new --out or delete the "
@@ -319,6 +342,9 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
                                         f"per process ({world_size} processes): lower --batch-size")
     total_steps = cli.cap_steps(cfg.epochs * len(loader), cfg.max_steps)   # --max-steps, COURSE_SMOKE
     epochs = math.ceil(total_steps / len(loader))
+    if start_epoch > epochs:  # its weights have trained longer than this run asks: never evaluate them as this run
+        raise course_config.ConfigError(f"{checkpoint_path} has trained {start_epoch} epochs, more than the {epochs} "
+                                        "asked for: use a new --out, or --overwrite to start again")
     net.train()
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
@@ -336,9 +362,7 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
             bar.set_postfix(loss=f"{running[-1]:.3f}")
         losses.append(float(np.mean(running)))
         if rank == 0:
-            partial = checkpoint_path.with_suffix(".tmp")
-            torch.save(_checkpoint_state(net, optimizer, memory, cfg, epoch + 1, losses), partial)
-            os.replace(partial, checkpoint_path)                  # never a half-written checkpoint
+            cli.save_atomic(_checkpoint_state(net, optimizer, memory, cfg, epoch + 1, losses), checkpoint_path)
             print(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}", flush=True)
     return getattr(net, "module", net), losses
 
@@ -432,8 +456,8 @@ def resolve_config(profile: str | None = None, **given) -> TrainConfig:
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
     """The resolved :class:`TrainConfig` and the parsed flags (``args.out`` defaults to
     ``COURSE_CACHE/runs/segsort_<dataset>_<arch>``)."""
-    parser = argparse.ArgumentParser(prog="python -m course_lib.segsort.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m course_lib.segsort.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_arguments(parser, out_required=False, dataset_help=FLAG_HELP["dataset"])
     parser.add_argument("--eval-only", action="store_true", help="skip training: evaluate the network in --out")
     parser.add_argument("--no-eval", action="store_true", help="train only; metrics.json then holds the losses")
@@ -444,20 +468,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
         if isinstance(value, bool):
             parser.add_argument(flag, action="store_true", default=None, help=FLAG_HELP[name])
         else:
-            kind = type(value) if value is not None else (int if name.startswith("n_") else str)
-            parser.add_argument(flag, type=kind, default=None, help=f"{FLAG_HELP[name]} (toy default: {value})")
+            parser.add_argument(flag, type=FLAG_TYPES.get(name, str), default=None,
+                                help=f"{FLAG_HELP[name]} (toy default: {value})")
     args = parser.parse_args(argv)
     given = {name: getattr(args, name) for name in asdict(TrainConfig())
              if name != "profile" and getattr(args, name, None) is not None}
     if "data_root" in given:
         given["data_root"] = str(given["data_root"])
     cfg = resolve_config(args.profile, **given)
-    if cfg.dataset not in ("toy", "voc2012"):
-        parser.error(f"--dataset must be toy or voc2012, got {cfg.dataset!r}")
-    if cfg.eval_resolution not in ("embedding", "label"):
-        parser.error(f"--eval-resolution must be embedding or label, got {cfg.eval_resolution!r}")
-    if cfg.prior not in (*PRIORS, "hed"):
-        parser.error(f"--prior must be one of {', '.join((*PRIORS, 'hed'))}, got {cfg.prior!r}")
+    if cfg.dataset == "toy" and not TOY_MIN_SIZE <= cfg.size <= TOY_MAX_SIZE:
+        parser.error(f"--size must be {TOY_MIN_SIZE}..{TOY_MAX_SIZE} for the toy world's images, got {cfg.size}")
+    for name, allowed in STRING_CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.weights not in (None, IMAGENET_WEIGHTS):
         parser.error(f"--weights must be {IMAGENET_WEIGHTS} or none, got {cfg.weights!r}")
     if args.out is None:
@@ -487,14 +510,19 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     cfg, args = parse_args(argv)
     cli.apply_common(args)
-    resolved = {**asdict(cfg), "out": args.out, "smoke": course_config.smoke()}
+    resolved = {**asdict(cfg), "out": args.out, "smoke": course_config.smoke(), "no_eval": args.no_eval}
     if args.print_config:
         cli.print_config(resolved)
         return resolved
     check_inputs(cfg, train=not args.eval_only, evaluate=not args.no_eval)
+    cli.prepare_out(args.out)  # a file or an unwritable folder stops here, not after training
+    if not args.eval_only and (int(os.environ.get("RANK", "0")) == 0 or not args.overwrite):  # process 0 deletes
+        finished = cli.guard_run(args.out, resolved, overwrite=args.overwrite, outputs=RUN_OUTPUTS,
+                                 ignore=("num_workers",))
+        if finished is not None:
+            return finished
     context = init_distributed(args.device)
     device, rank, world_size = context.device, context.rank, context.world_size
-    args.out.mkdir(parents=True, exist_ok=True)
     course_config.seed_everything(cfg.seed + rank)
     start = time.perf_counter()
     if args.eval_only:
@@ -508,8 +536,9 @@ def main(argv: list[str] | None = None) -> dict:
     metrics: dict = {}
     if rank == 0:
         if not args.eval_only:
-            save_embedding_net(net, args.out / "segsort.pt", {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim,
-                                                              "train_config": asdict(cfg)})
+            with cli.replace_when_written(args.out / "segsort.pt") as partial:
+                save_embedding_net(net, partial, {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim,
+                                                  "train_config": asdict(cfg)})
         start = time.perf_counter()
         metrics = {} if args.no_eval else evaluate(net.eval(), cfg, device)
         if not args.no_eval:

@@ -452,7 +452,8 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
     start_epoch = 0
     checkpoint_path = out_dir / "checkpoint.pt"
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device)
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        _check_resumable(state, config, checkpoint_path)
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
@@ -504,12 +505,10 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
         with open(out_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
-        torch.save({"student": student.state_dict(), "teacher": teacher.state_dict(),
-                    "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
-                    "dense_criterion": dense_criterion.state_dict(),
-                    "epoch": epoch, "rng": torch.get_rng_state(), "config": asdict(config)},
-                   checkpoint_path.with_suffix(".tmp"))
-        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+        cli.save_atomic({"student": student.state_dict(), "teacher": teacher.state_dict(),
+                         "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
+                         "dense_criterion": dense_criterion.state_dict(),
+                         "epoch": epoch, "rng": torch.get_rng_state(), "config": asdict(config)}, checkpoint_path)
         save_backbone(teacher["backbone"], config, out_dir / "toy_vit.pt", epoch + 1)
         write_training_record(out_dir, config, device)
         if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
@@ -522,13 +521,27 @@ def train_dino(config: DINOConfig, out_dir: str | Path, device: str | torch.devi
 def save_backbone(backbone: VisionTransformer, config: DINOConfig, path: str | Path, epochs_done: int) -> None:
     """Write the backbone's weights in fp16 (a few MB) with its architecture and training config."""
     state = {k: v.detach().to("cpu", torch.float16) for k, v in backbone.state_dict().items()}
-    torch.save({"state_dict": state, "config": asdict(config), "epochs_done": epochs_done},
-               Path(path).with_suffix(".tmp"))
-    Path(path).with_suffix(".tmp").replace(path)
+    cli.save_atomic({"state_dict": state, "config": asdict(config), "epochs_done": epochs_done}, path)
 
 
-_VALUE_FLAGS = ("epochs", "n_train_images", "batch_size", "lr", "out_dim", "dense_weight", "contrast_weight",
-                "recolour_p")
+def _check_resumable(state: dict, config: DINOConfig, checkpoint: Path) -> None:
+    """A checkpoint resumes only the run that wrote it: the same configuration except ``epochs`` (training
+    extended), and not one that has trained more epochs than ``config`` asks for; else ``ConfigError``."""
+    saved, current = state["config"], asdict(config)
+    changed = sorted(key for key in set(saved) | set(current)
+                     if key != "epochs" and cli.to_json(saved.get(key)) != cli.to_json(current.get(key)))
+    if changed:
+        raise course_config.ConfigError(f"{checkpoint} belongs to a run with another configuration (differs in "
+                                        f"{', '.join(changed)}): delete it or use another --out")
+    if state["epoch"] + 1 > config.epochs:
+        raise course_config.ConfigError(f"{checkpoint} has trained {state['epoch'] + 1} epochs, more than the "
+                                        f"{config.epochs} asked for: delete it or use another --out")
+
+
+_VALUE_FLAGS = {"epochs": cli.positive_int, "n_train_images": cli.positive_int, "batch_size": cli.positive_int,
+                "lr": cli.positive_float, "out_dim": cli.positive_int, "dense_weight": cli.non_negative_float,
+                "contrast_weight": cli.non_negative_float, "recolour_p": cli.probability}
+"""The DINOConfig fields with a command-line flag, and the argparse type that checks each value."""
 _SWITCHES = ("conv_stem", "native_scale", "blur")
 
 
@@ -552,9 +565,7 @@ def write_training_record(out_dir: str | Path, config: DINOConfig, device: torch
                      "torch": torch.__version__},
         "log": log,
     }
-    path = out_dir / "toy_vit.json"
-    path.write_text(json.dumps(record, indent=1))
-    return path
+    return cli.write_json(out_dir / "toy_vit.json", record)
 
 
 def load_toy_vit(path: str | Path, random_init: bool = False) -> VisionTransformer:
@@ -574,17 +585,19 @@ SMOKE_CONFIG = {"n_train_images": 8, "batch_size": 4, "epochs": 1, "warmup_epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the toy ViT backbone with DINO on toy-world scenes.")
+    parser = cli.ArgumentParser(prog="python -m course_lib.ssl.dino",
+                                description="Train the toy ViT backbone with DINO on toy-world scenes.")
     cli.add_common_arguments(parser, out_required=False,
                              dataset_help="toy (the only one: the toy backbone trains on toy-world scenes)")
-    for name in _VALUE_FLAGS:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(DINOConfig, name)), default=None,
+    for name, kind in _VALUE_FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                             help=f"default {getattr(DINOConfig, name)}")
     for name, help_ in zip(_SWITCHES, ("convolutional stem instead of patchify", "crop at the image's pixel scale",
                                        "DINO's Gaussian blur")):
         parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                             default=getattr(DINOConfig, name), help=help_)
-    parser.add_argument("--time-budget", type=float, default=None, help="stop after the epoch past this (s)")
+    parser.add_argument("--time-budget", type=cli.positive_float, default=None,
+                        help="stop after the epoch past this (s)")
     return parser.parse_args(argv)
 
 
@@ -608,7 +621,11 @@ def build_config(args: argparse.Namespace) -> DINOConfig:
     values.update({name: getattr(args, name) for name in _SWITCHES})
     if args.seed is not None:
         values["seed"] = args.seed
-    return DINOConfig(**values)
+    config = DINOConfig(**values)
+    if config.n_train_images < config.batch_size:
+        raise course_config.ConfigError(f"--n-train-images {config.n_train_images} is fewer than one batch "
+                                        f"(--batch-size {config.batch_size}): no training step would run")
+    return config
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -616,8 +633,11 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     ``DIR`` (default ``COURSE_CACHE/runs/dino_toy_toy_vit``) gets ``config.json`` at the start, then
     ``checkpoint.pt`` (resumed), ``log.jsonl``, ``toy_vit.pt``, ``toy_vit.json`` and ``metrics.json``
-    (final loss, epochs and steps done, seconds; finite numbers only). Returns the metrics (``None`` for
-    ``--print-config``)."""
+    (final loss, epochs and steps done, ``finished``, seconds; finite numbers only), each file but the log
+    written under a temporary name and renamed. ``DIR/config.json`` is the run's record: another
+    configuration is refused with the keys that differ (``--overwrite`` starts afresh), a finished identical
+    run is reported and returned as it is (:func:`course_lib.cli.guard_run`). Returns the metrics (``None``
+    for ``--print-config``)."""
     args = parse_args(argv)
     cli.apply_common(args)
     config = build_config(args)
@@ -630,11 +650,18 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.print_config:
         cli.print_config(resolved)
         return None
+    cli.prepare_out(out)
+    finished = cli.guard_run(out, resolved, overwrite=args.overwrite, ignore=("run.time_budget",),
+                             outputs=("checkpoint.pt", "log.jsonl", "toy_vit.pt", "toy_vit.json"))
+    if finished is not None:
+        return finished
     cli.write_json(out / "config.json", resolved)
     started = time.perf_counter()
     train_dino(config, out, args.device, args.time_budget, max_steps=max_steps if max_steps < steps else None)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps_per_epoch = config.n_train_images // config.batch_size
     metrics = {"final_loss": log[-1]["loss"] if log else None, "epochs_done": len(log), "steps": max_steps,
+               "finished": len(log) >= math.ceil(max_steps / steps_per_epoch),  # False: stopped by --time-budget
                "seconds": time.perf_counter() - started, "backbone": "toy_vit.pt", "log": log}
     cli.write_json(out / "metrics.json", metrics)
     return metrics

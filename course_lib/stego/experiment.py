@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..cli import replace_when_written, write_json
 from ..config import cache_dir
 from ..models.feature_correspondences import kmeans_segmentation
 from ..models.backbones import backbone_cache_key
@@ -167,13 +168,15 @@ def kmeans_baseline(data: StegoData, seed: int = 0, crf: bool = False, crf_worke
 
 
 def run_experiment(config: StegoConfig, data: StegoData, out_dir: str | Path, context: DistContext | None = None,
-                   crf_workers: int | None = None, checkpoint_every: int = 500, desc: str = "STEGO") -> dict | None:
+                   crf_workers: int | None = None, checkpoint_every: int | None = None,
+                   desc: str = "STEGO") -> dict | None:
     """Train (or resume, or reload a finished run from ``out_dir``) and evaluate ``config``.
 
     A config with ``attracted_shares`` first gets its shifts from the training features
     (:func:`~.diagnostics.calibrate_shifts`); the result's ``config`` holds the values used.
 
-    Writes ``out_dir/checkpoint.pt``, ``out_dir/stego.pt`` and ``out_dir/result.json``. Returns the
+    Writes ``out_dir/checkpoint.pt`` (every ``checkpoint_every`` steps, by default a tenth of the run),
+    ``out_dir/stego.pt`` and ``out_dir/result.json``, each under a temporary name renamed when complete. Returns the
     evaluation (:func:`~.evaluate.evaluate_stego` keys plus ``history`` and ``train_seconds``) on process
     0, ``None`` on the others.
     """
@@ -196,9 +199,10 @@ def run_experiment(config: StegoConfig, data: StegoData, out_dir: str | Path, co
     if not context.is_main:
         context.barrier()
         return None
-    model.save(out_dir / "stego.pt")
+    with replace_when_written(out_dir / "stego.pt") as partial:
+        model.save(partial)
     metrics, _ = evaluate_stego(model, eval_batches(data), data.n_classes, crf=config.crf, crf_workers=crf_workers)
     result = {**metrics, "train_seconds": train_seconds, "history": history, "config": config.to_dict()}
-    result_path.write_text(json.dumps(result))
+    write_json(result_path, result)
     context.barrier()
     return result

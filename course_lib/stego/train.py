@@ -22,8 +22,14 @@ dry run of the full profile.
 Several processes: ``torchrun --nproc_per_node N -m course_lib.stego.train ...`` (DistributedDataParallel;
 NCCL on GPUs, gloo on CPUs). ``--batch-size`` is per process; process 0 evaluates and writes the files.
 
-Outputs in ``DIR``: ``config.json`` (the resolved configuration, written at the start, as
-``--print-config`` shows it), ``checkpoint.pt`` (resumed when present), ``stego.pt``
+Every value is checked before any work (one line on stderr naming the flag, exit status 2), and ``--out``
+must be a folder this process can write. ``DIR/config.json`` is the run's record
+(:func:`course_lib.cli.guard_run`): a command with another configuration is refused with the keys that
+differ (``--overwrite`` starts afresh), and a finished identical run is reported and left untouched.
+
+Outputs in ``DIR``, each written under a temporary name and renamed when complete: ``config.json`` (the
+resolved configuration, written at the start, as ``--print-config`` shows it), ``checkpoint.pt`` (every
+``--checkpoint-every`` steps, by default a tenth of the run; resumed when present), ``stego.pt``
 (:meth:`StegoModel.load`), ``loss_curves.png`` and ``metrics.json`` (finite numbers only, ``null``
 otherwise): ``cluster_mIoU``, ``cluster_accuracy``, ``linear_mIoU``, ``linear_accuracy`` (after the CRF;
 ``*_no_crf`` without), ``baseline_kmeans_mIoU`` / ``baseline_kmeans_accuracy`` (k-means on the same
@@ -35,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -50,6 +57,7 @@ from .ablations import run_ablations
 from .configs import TOY_CONFIG, StegoConfig, stego_config
 from .data import FULL_DATASETS
 from .experiment import kmeans_baseline, prepare_data, run_experiment
+from .trainer import default_checkpoint_every
 from ..distributed import init_distributed
 
 TOY_SIZES = {"n_train": 1000, "n_val": 200, "size": 96}
@@ -60,33 +68,39 @@ first source images and resolutions (multiples of 8 and 16, the patch sizes) of 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train STEGO's head on a frozen backbone and evaluate it.")
+    parser = cli.ArgumentParser(prog="python -m course_lib.stego.train",
+                                description="Train STEGO's head on a frozen backbone and evaluate it.")
     cli.add_common_arguments(parser, out_required=False,
                              dataset_help="toy (toy profile) | cocostuff27 | cityscapes27 (default: toy, "
                                           "full profile: cocostuff27)")
     parser.add_argument("--backbone", default=None, help="toy_vit | dino_vits8 | dino_vitb8 | ... (default: the "
                         "official one of the dataset)")
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (--max-steps caps them)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per process and step")
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--code-dim", type=int, default=None)
+    parser.add_argument("--steps", type=cli.positive_int, default=None,
+                        help="optimisation steps (--max-steps caps them)")
+    parser.add_argument("--batch-size", type=cli.int_range(2), default=None,
+                        help="images per process and step (at least 2: the negatives are other images of the batch)")
+    parser.add_argument("--lr", type=cli.positive_float, default=None, help="the head's Adam learning rate")
+    parser.add_argument("--code-dim", type=cli.positive_int, default=None)
     parser.add_argument("--five-crop", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
                         help="train and evaluate the ablations (default: on in the toy profile)")
     parser.add_argument("--cached-features", action=argparse.BooleanOptionalAction, default=None,
                         help="train on cached features (default: toy yes, full no)")
-    parser.add_argument("--n-train", type=int, default=None,
+    parser.add_argument("--n-train", type=cli.positive_int, default=None,
                         help="training images (toy: 1000; full: the first N source images, default all)")
-    parser.add_argument("--n-val", type=int, default=None,
+    parser.add_argument("--n-val", type=cli.positive_int, default=None,
                         help="validation images (toy: 200; full: the first N, default all)")
-    parser.add_argument("--size", type=int, default=None, help="toy: image size (96)")
-    parser.add_argument("--resolution", type=int, default=None, help="full scale: training crop size (224)")
-    parser.add_argument("--val-resolution", type=int, default=None, help="full scale: validation size (320)")
-    parser.add_argument("--num-workers", type=int, default=0,
+    parser.add_argument("--size", type=cli.positive_int, default=None, help="toy: image size (96)")
+    parser.add_argument("--resolution", type=cli.positive_int, default=None, help="full scale: training crop size (224)")
+    parser.add_argument("--val-resolution", type=cli.positive_int, default=None,
+                        help="full scale: validation size (320)")
+    parser.add_argument("--num-workers", type=cli.non_negative_int, default=0,
                         help="data-loading processes (full scale; also the five-crop preparation)")
-    parser.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: all cores)")
-    parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--crf-workers", type=cli.positive_int, default=None, help="CRF processes (default: all cores)")
+    parser.add_argument("--checkpoint-every", type=cli.positive_int, default=None,
+                        help="steps between checkpoints (default: a tenth of the steps, so Ctrl-C keeps most of the "
+                             "work)")
     return parser.parse_args(argv)
 
 
@@ -154,8 +168,15 @@ def resolved_configuration(args: argparse.Namespace, config: StegoConfig, option
                  "val_resolution": config.val_resolution, **options},
         "run": {"ablations": ablations_on(args, config), "device": args.device or "auto", "threads": args.threads,
                 "max_steps": args.max_steps, "crf_workers": args.crf_workers,
-                "checkpoint_every": args.checkpoint_every, "cache": str(course_config.cache_dir())},
+                "checkpoint_every": args.checkpoint_every or default_checkpoint_every(config.steps),
+                "cache": str(course_config.cache_dir())},
     }
+
+
+RUN_OUTPUTS = ("checkpoint.pt", "stego.pt", "result.json", "loss_curves.png", "ablations")
+"""The files a run writes in its folder besides ``config.json`` and ``metrics.json`` (``--overwrite`` deletes them)."""
+RESULT_NEUTRAL = ("run.crf_workers", "run.checkpoint_every", "run.cache", "data.num_workers")
+"""Configuration keys that change how a run goes, never its result: a rerun may change them."""
 
 
 def ablations_on(args: argparse.Namespace, config: StegoConfig) -> bool:
@@ -176,6 +197,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.print_config:
         cli.print_config(resolved)
         return None
+    cli.prepare_out(out)  # a file or an unwritable folder stops here, not after training
+    if int(os.environ.get("RANK", "0")) == 0 or not args.overwrite:  # only process 0 deletes
+        finished = cli.guard_run(out, resolved, overwrite=args.overwrite, outputs=RUN_OUTPUTS, ignore=RESULT_NEUTRAL)
+        if finished is not None:
+            return finished
     toy = config.dataset == "toy"
     if args.threads is None and toy:
         torch.set_num_threads(1)  # the toy world's small tensors gain nothing from more threads
@@ -185,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     backbone = load_backbone(config.backbone, device=context.device)  # a missing weight file stops here
     data = prepare_data(config, backbone, context, **options)  # a missing dataset stops before the heavy work
     result = run_experiment(config, data, out, context, crf_workers=args.crf_workers,
-                            checkpoint_every=args.checkpoint_every)
+                            checkpoint_every=resolved["run"]["checkpoint_every"])
     baseline = kmeans_baseline(data, config.seed) if context.is_main else None
     ablations = None
     if ablations_on(args, config):
@@ -247,7 +273,8 @@ def _write_outputs(out: Path, metrics: dict) -> None:
     figure = Figure(figsize=(11, 3.4))
     plot_loss_curves(metrics["history"], figure.subplots(1, 2))
     figure.tight_layout()
-    figure.savefig(out / "loss_curves.png", dpi=100)
+    with cli.replace_when_written(out / "loss_curves.png") as partial:
+        figure.savefig(partial, dpi=100)
     cli.write_json(out / "metrics.json", metrics)  # last: it marks the run as complete
 
 

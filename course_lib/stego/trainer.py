@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ..cli import save_atomic
 from ..config import ConfigError, progress, progress_disabled
 from ..distributed import DistContext
 from ..evaluation.probes import spherical_kmeans_plus_plus
@@ -76,9 +76,23 @@ class OnlinePairs:
                    batch["label"].to(device).long())
 
 
-def _same_run(saved: dict, config: StegoConfig) -> bool:
-    """A checkpoint resumes a run whose configuration differs at most in ``steps`` (training extended)."""
-    return all(saved.get(name) == value for name, value in config.to_dict().items() if name != "steps")
+def default_checkpoint_every(steps: int) -> int:
+    """Steps between checkpoints when none is given: a tenth of the run (40 of the toy run's 400, 500 of the
+    official 5000), so that an interrupted run keeps most of its work."""
+    return max(1, steps // 10)
+
+
+def _check_resumable(saved: dict, step: int, config: StegoConfig, checkpoint: Path) -> None:
+    """A checkpoint resumes a run whose configuration differs at most in ``steps``, and only when it has
+    not gone past them (its weights would be labelled with fewer steps than they had); else ``ConfigError``."""
+    current = config.to_dict()
+    changed = sorted(name for name in set(saved) | set(current) if name != "steps" and saved.get(name) != current.get(name))
+    if changed:
+        raise ConfigError(f"{checkpoint} belongs to another configuration (differs in {', '.join(changed)}); "
+                          "delete it or use another --out")
+    if step > config.steps:
+        raise ConfigError(f"{checkpoint} has trained {step} steps, more than the {config.steps} asked for; "
+                          "delete it or use another --out")
 
 
 @torch.no_grad()
@@ -97,19 +111,14 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 257 + rank) % (2 ** 63)
 
 
-def _save_atomic(state: dict, path: Path) -> None:
-    temporary = path.with_name(path.name + ".part")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
 def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: str | Path | None = None,
-                context: DistContext | None = None, checkpoint_every: int = 500, amp: bool | None = None,
+                context: DistContext | None = None, checkpoint_every: int | None = None, amp: bool | None = None,
                 callback: Callable[[int, dict], None] | None = None, desc: str = "STEGO") -> list[dict]:
     """Train ``model`` for ``model.config.steps`` steps on ``source``; returns the per-step losses.
 
     Args:
         out_dir: where ``checkpoint.pt`` is written and resumed from (``None``: no checkpoints).
+        checkpoint_every: steps between checkpoints (default :func:`default_checkpoint_every`).
         context: the process's rank / device (default: one process on ``model``'s device).
         amp: bf16 autocast of the head and losses (default: on CUDA only).
         callback: called by process 0 as ``callback(step, losses)`` after every step (e.g. a live plot).
@@ -118,6 +127,7 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
         One dict of the :data:`LOSS_KEYS` losses per step (process 0's batch), resumed steps included.
     """
     config = model.config
+    checkpoint_every = checkpoint_every or default_checkpoint_every(config.steps)
     context = context or DistContext(device=next(model.parameters()).device)
     device = context.device
     amp = device.type == "cuda" if amp is None else amp
@@ -127,11 +137,10 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if not _same_run(state["config"], config):
-            raise ConfigError(f"{checkpoint} belongs to another configuration; delete it or use another --out")
+        _check_resumable(state["config"], state["step"], config, checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_step, history = min(state["step"], config.steps), state["history"][:config.steps]
+        start_step, history = state["step"], state["history"]
     sampler = PairBatchSampler(source.table, config.num_neighbors, config.batch_size, config.steps, config.seed,
                                context.rank, context.world_size, start_step)
     batches = source.batches(sampler, device)
@@ -160,8 +169,7 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
         if callback is not None and context.is_main:
             callback(step, record)
         if checkpoint is not None and context.is_main and (step % checkpoint_every == 0 or step == config.steps):
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic({"config": config.to_dict(), "step": step, "history": history,
+            save_atomic({"config": config.to_dict(), "step": step, "history": history,
                           "model": model.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint)
     model.eval()
     context.barrier()
