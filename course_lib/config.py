@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Iterable, TypeVar
 
@@ -115,23 +116,48 @@ def default_run_dir(method: str, dataset: str, backbone: str | None = None) -> P
     return runs_dir() / "_".join(part for part in (method, dataset, backbone) if part)
 
 
+DEVICE_FORMS = "cpu, cuda, cuda:N (N = 0, 1, ... a GPU index) or mps"
+_DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
 def get_device(preference: str | None = None):
-    """A ``torch.device``: ``preference`` or ``$COURSE_DEVICE`` if set, else cuda, then mps, then cpu."""
+    """A ``torch.device``: ``preference`` or ``$COURSE_DEVICE`` if set, else cuda, then mps, then cpu.
+
+    Raises:
+        ConfigError: the value is not one of :data:`DEVICE_FORMS`, or names a device this machine
+            does not have; the message names where the value came from (``COURSE_DEVICE`` or the
+            ``--device`` option / ``device`` argument).
+    """
     import torch
 
     wanted = preference or os.environ.get("COURSE_DEVICE")
     if wanted:
+        wanted = str(wanted).strip().lower()
+        named = f"device {wanted!r} (--device option or device argument)" if preference else f"COURSE_DEVICE={wanted!r}"
+        if not _DEVICE_PATTERN.fullmatch(wanted):
+            raise ConfigError(f"{named} is not a valid device: use {DEVICE_FORMS}.")
         device = torch.device(wanted)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"Device {wanted!r} was asked for but CUDA is not available on this machine.")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError(f"Device {wanted!r} was asked for but MPS is not available on this machine.")
+            raise ConfigError(f"{named}: CUDA is not available on this machine; use cpu"
+                              + (" or mps." if _mps_available() else "."))
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{named}: this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s), numbered from 0.")
+        if device.type == "mps" and not _mps_available():
+            raise ConfigError(f"{named}: MPS is not available on this machine; use cpu"
+                              + (" or cuda." if torch.cuda.is_available() else "."))
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def seed_everything(seed: int = 0) -> None:

@@ -12,7 +12,13 @@ names, the path given by ``course_lib.data.hub.weights_path(model)``; the course
 and never downloads anything itself. Downloads resume after an interruption (run the same command
 again). The ResNet files are checked against the SHA-256 prefix in their names, as torchvision checks
 them; Meta publishes no checksum for the DINO files: the SHA-256 computed on first download is printed
-so that it can be recorded.
+and recorded beside the file (``<file>.sha256``).
+
+A file already there is verified before it is kept: its checksum (the ResNet prefix, else the recorded
+SHA-256) and that it loads with ``torch.load(weights_only=True)`` as a state dict of the model's
+architecture (strict keys and shapes). A bad one (garbage, truncated, empty, a directory, another
+architecture) is reported with its path and downloaded again; ``--force`` downloads again in any case.
+Every line says what was done: ``[ok]`` kept or verified, ``[redo]`` replaced, ``[force]``, ``[get]``.
 """
 from __future__ import annotations
 
@@ -35,10 +41,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="which checkpoint: " + "; ".join(f"{k}: {v.description}" for k, v in hub.WEIGHTS.items()))
     parser.add_argument("--out-dir", "--data-dir", dest="out_dir", type=Path, default=None,
                         help="folder for the .pth files (default: $COURSE_CACHE/weights)")
+    parser.add_argument("--force", action="store_true",
+                        help="download again even when a verified file is there (it is replaced once the new "
+                             "one is verified)")
     add_common_arguments(parser, data_dir=False)
     args = parser.parse_args(argv)
     models = list(hub.WEIGHTS) if args.model == "all" else [args.model]
-    paths = prepare_weights(models, args.out_dir, mirror=args.mirror, progress=not args.no_progress)
+    paths = prepare_weights(models, args.out_dir, mirror=args.mirror, progress=not args.no_progress,
+                            force=args.force)
     print("\nWeights ready:")
     for model, path in paths.items():
         print(f"  {model:<12} {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -27,6 +27,23 @@ def test_paths_follow_environment(monkeypatch, tmp_path):
     assert (Path(config.__file__).parents[1] / "pyproject.toml").is_file()
 
 
+@pytest.mark.parametrize("value", ["gpu", "GPU:0", "cuda0", "cuda:x", "cuda:-1", "tpu", "cpu,cuda", " "])
+def test_a_bad_course_device_names_the_variable_the_value_and_the_allowed_forms(monkeypatch, value):
+    monkeypatch.setenv("COURSE_DEVICE", value)
+    with pytest.raises(config.ConfigError) as caught:
+        config.get_device()
+    message = str(caught.value)
+    assert f"COURSE_DEVICE={value.strip().lower()!r} is not a valid device" in message
+    assert "cpu, cuda, cuda:N" in message and "mps" in message
+
+
+def test_a_bad_device_argument_is_named_as_such(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    with pytest.raises(config.ConfigError, match=r"device 'gpu' \(--device option or device argument\) is not"):
+        config.get_device("gpu")
+    assert config.get_device(" CPU ").type == "cpu" and config.get_device().type == "cpu"
+
+
 def test_device_choice(monkeypatch):
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     expected = "cuda" if torch.cuda.is_available() else None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,6 +26,7 @@ from course_lib.data.download import part_path  # noqa: E402
 from course_lib.data.prepare import (DatasetLayoutError, ListMismatchWarning, build_imagenet_s,  # noqa: E402
                                      check_cocostuff, fetch_imagenet_s_lists, install_imagenet_s_annotations,
                                      prepare_cocostuff, prepare_voc, prepare_weights)
+from course_lib.models.backbones import weights_architecture  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::course_lib.data.download.UnverifiedDownloadWarning")
 
@@ -133,8 +135,18 @@ def test_mirror_replaces_the_url_by_file_name(monkeypatch):
 
 # ------------------------------------------------------------------------------------------ weights
 
+def official_weights_bytes(model: str) -> bytes:
+    """A state dict of ``model``'s official architecture in a few kB (every tensor a broadcast view of one zero):
+    what get_weights.py accepts, without the real file's size."""
+    state = {key: torch.zeros(()).expand(value.shape)
+             for key, value in weights_architecture(model).state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
 def test_get_weights_end_to_end_through_a_mirror(server, tmp_path):
-    payload = np.random.default_rng(1).bytes(200_000)
+    payload = official_weights_bytes("dino_vits16")
     server.files["dino_deitsmall16_pretrain.pth"] = payload
     out = tmp_path / "weights"
     result = run_data_script("get_weights.py", "--model", "dino_vits16", "--out-dir", str(out),
@@ -142,11 +154,14 @@ def test_get_weights_end_to_end_through_a_mirror(server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (out / "dino_deitsmall16_pretrain.pth").read_bytes() == payload
     assert hashlib.sha256(payload).hexdigest() in result.stderr  # trust on first use: the value is shown
-    assert "dino_vits16" in result.stdout
+    record = out / "dino_deitsmall16_pretrain.pth.sha256"                # ... and recorded
+    assert record.read_text() == f"{hashlib.sha256(payload).hexdigest()}  dino_deitsmall16_pretrain.pth\n"
+    assert "dino_vits16" in result.stdout and "loads as the state dict of DINO ViT-S/16" in result.stdout
 
     again = run_data_script("get_weights.py", "--model", "dino_vits16", "--out-dir", str(out),
                        mirror=server.base_url, tmp_path=tmp_path)
     assert again.returncode == 0 and "already present" in again.stdout
+    assert "matches the one recorded when it was downloaded" in again.stdout
     assert len(server.requests_for("dino_deitsmall16_pretrain.pth")) == 1
 
 
@@ -160,7 +175,7 @@ def test_torchvision_resnets_are_registered_with_the_hash_prefix_of_their_offici
 
 
 def test_prepare_weights_checks_the_resnet_hash_prefix(server, tmp_path):
-    payload = np.random.default_rng(2).bytes(50_000)
+    payload = official_weights_bytes("resnet18")
     server.files["resnet18-f37072fd.pth"] = payload
     prefixed = dataclasses.replace(hub.WEIGHTS["resnet18"], sha256=hashlib.sha256(payload).hexdigest()[:8])
     paths = prepare_weights(["resnet18"], tmp_path / "weights", files={"resnet18": prefixed},
@@ -179,10 +194,10 @@ def test_get_weights_rejects_a_resnet_file_whose_sha256_lacks_the_official_prefi
 
 
 def test_get_weights_defaults_to_the_cache_and_reports_http_errors(server, tmp_path):
-    server.files["dino_vitbase8_pretrain.pth"] = b"w" * 1000
+    server.files["dino_vitbase8_pretrain.pth"] = payload = official_weights_bytes("dino_vitb8")
     ok = run_data_script("get_weights.py", "--model", "dino_vitb8", mirror=server.base_url, tmp_path=tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert (tmp_path / "cache" / "weights" / "dino_vitbase8_pretrain.pth").stat().st_size == 1000
+    assert (tmp_path / "cache" / "weights" / "dino_vitbase8_pretrain.pth").read_bytes() == payload
 
     failed = run_data_script("get_weights.py", "--model", "dino_vits8", mirror=server.base_url, tmp_path=tmp_path)
     assert failed.returncode == 1

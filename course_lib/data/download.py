@@ -7,13 +7,16 @@
 - an interrupted transfer leaves the ``.part`` file, and the next call resumes it with an HTTP
   ``Range`` request, guarded by ``If-Range`` so that only bytes of the same version of the file
   are appended (a server that ignores ``Range``, or a changed file, makes it start from zero);
-- a ``dest`` that already matches its checksum is not downloaded again;
+- a ``dest`` that already matches its checksum is not downloaded again, and one that does not (or is
+  empty, or a directory, or fails the caller's ``validate`` check) is reported and replaced;
+- when no checksum is known, the SHA-256 of the first download is recorded beside the file in
+  ``<dest>.sha256`` (``sha256sum`` format) and later calls check the file against it;
 - every failure is an exception that says what went wrong and what to do:
   :class:`DownloadError` (HTTP error, unreachable host, cut connection),
   :class:`ChecksumError` (corrupt or changed file), :class:`InsufficientSpaceError` (disk full).
 
 When no checksum is known the file is accepted on first use and an
-:class:`UnverifiedDownloadWarning` reports the SHA-256 that was computed, so it can be recorded.
+:class:`UnverifiedDownloadWarning` reports the SHA-256 that was computed (and recorded).
 
 :func:`extract` unpacks zip and tar(.gz) archives, refusing members that would land outside the
 target folder, and leaves a marker so that a finished extraction is not redone while an
@@ -35,6 +38,7 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from course_lib.config import progress as progress_bar
 
@@ -42,6 +46,7 @@ MiB = 1 << 20
 MIN_SHA256_PREFIX = 8  # hex digits: the shortest SHA-256 prefix accepted as a checksum (torchvision's)
 SPACE_MARGIN = 64 * MiB  # keep this much free beyond the file itself
 USER_AGENT = "course_lib-downloader/1.0 (+python-urllib)"
+MIRROR_VARIABLE = "COURSE_DOWNLOAD_MIRROR"  # replaces every registry URL by <mirror>/<file name> (course_lib.data.hub)
 
 
 class DownloadError(RuntimeError):
@@ -70,6 +75,18 @@ def part_path(dest: str | os.PathLike) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
+def record_path(dest: str | os.PathLike) -> Path:
+    """The file ``<dest>.sha256`` that keeps the SHA-256 of a download that had no known checksum."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".sha256")
+
+
+def remove_download(dest: str | os.PathLike) -> None:
+    """Delete a downloaded file and its SHA-256 record (an archive once it is extracted, a bad file)."""
+    Path(dest).unlink(missing_ok=True)
+    record_path(dest).unlink(missing_ok=True)
+
+
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = MiB) -> str:
     """Hex digest of a file, read in chunks (``algorithm``: any :mod:`hashlib` name)."""
     digest = hashlib.new(algorithm)
@@ -89,24 +106,39 @@ def download(
     progress: bool = True,
     chunk_size: int = MiB,
     timeout: float = 60.0,
+    force: bool = False,
+    validate: Callable[[Path], str | None] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
     ``sha256`` or ``md5`` (hex) is checked before the file is moved into place; with neither, the
-    file is trusted on first use and an :class:`UnverifiedDownloadWarning` gives its SHA-256.
+    file is trusted on first use, an :class:`UnverifiedDownloadWarning` gives its SHA-256, and that
+    value is recorded in :func:`record_path` so that later calls check the file against it.
     ``sha256`` may also be a prefix of the digest (at least :data:`MIN_SHA256_PREFIX` hex digits): the
     file must then start with it, which is the check torchvision's ``check_hash=True`` makes with the
     prefix its weight files carry in their names (e.g. ``resnet101-63fe2227.pth``).
     ``expected_size`` (bytes) is checked against the server's ``Content-Length`` before anything
     is written and against the finished file. ``resume=False`` discards an earlier ``.part`` file.
+
+    An existing ``dest`` is kept only if it is a non-empty file with the right size and checksum (or
+    recorded SHA-256) that passes ``validate``; otherwise it is reported, deleted and downloaded again.
+    ``validate(path)`` returns ``None`` for a good file, else the reason it is not (e.g. a weight file
+    that does not load); it also checks every new download before it is moved into place.
+    ``force=True`` downloads again whatever is there (the old file stays until the new one is verified).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     algorithm, expected = _expected_checksum(sha256, md5)
-    if dest.exists() and _existing_file_is_valid(dest, algorithm, expected, expected_size):
-        checked = f"its {algorithm} matches" if algorithm else "it was complete when it was moved there"
-        print(f"[ok] {dest} is already present ({checked}); not downloading it again.")
-        return dest
+    if force:
+        print(f"[force] downloading {dest} again, whatever is there now.")
+        resume = False
+    elif dest.exists() or dest.is_symlink():
+        problem, checked = _existing_file_problem(dest, algorithm, expected, expected_size, validate)
+        if problem is None:
+            print(f"[ok] {dest} is already present ({checked}); not downloading it again.")
+            return dest
+        print(f"[redo] {dest} exists but {problem}; deleting it and downloading it again.")
+        _remove_bad(dest)
 
     part = part_path(dest)
     if not resume or (expected_size is not None and part.exists() and part.stat().st_size > expected_size):
@@ -115,10 +147,81 @@ def download(
 
     if expected_size is None or offset < expected_size:
         _transfer(url, part, offset, expected_size, progress, chunk_size, timeout)
-    _verify(url, part, algorithm, expected, expected_size)
+    computed = _verify(url, part, algorithm, expected, expected_size)
+    problem = validate(part) if validate is not None else None
+    if problem is not None:
+        _discard(part)
+        raise DownloadError(
+            f"{url} gave a file that is not usable: {problem}. It was deleted. If the URL is a mirror "
+            f"(--mirror or {MIRROR_VARIABLE}), check that it holds the right file; otherwise run the same command "
+            "again, and if this repeats, report the URL to the course maintainers."
+        )
+    if os.path.isdir(dest):  # only under force: a directory cannot be replaced by a file
+        _remove_bad(dest)
     os.replace(part, dest)
     _validator_path(part).unlink(missing_ok=True)
+    if computed is not None:
+        _write_record(dest, computed)
+    elif force:
+        record_path(dest).unlink(missing_ok=True)
     return dest
+
+
+def _existing_file_problem(dest: Path, algorithm, expected, expected_size,
+                           validate: Callable[[Path], str | None] | None) -> tuple[str | None, str]:
+    """``(None, what was checked)`` if ``dest`` is the wanted file, else ``(the reason it is not, "")``."""
+    if not dest.is_file():
+        return ("it is a directory, not a file" if dest.is_dir() else "it is not a regular file"), ""
+    size = dest.stat().st_size
+    record = record_path(dest)
+    if size == 0:
+        return "it is empty (0 bytes)", ""
+    if expected_size is not None and size != expected_size:
+        return f"its size is {size} bytes, expected {expected_size}", ""
+    if algorithm is not None:
+        if not file_checksum(dest, algorithm).startswith(expected):
+            return f"its {algorithm} does not match the registry ({_described(algorithm, expected)})", ""
+        checked = f"its {algorithm} matches the registry"
+    elif record.is_file():
+        fields = record.read_text().split()
+        recorded = fields[0] if fields else ""
+        computed = file_checksum(dest, "sha256")
+        if computed != recorded:
+            return (f"its sha256 ({computed}) differs from the one recorded when it was downloaded "
+                    f"({recorded or 'an empty record'}, in {record.name}): it was damaged or changed"), ""
+        checked = f"its sha256 matches the one recorded when it was downloaded ({record.name})"
+    else:
+        checked = "no checksum is known and none was recorded"
+    problem = validate(dest) if validate is not None else None
+    if problem is not None:
+        return problem, ""
+    if algorithm is None and not record.is_file():
+        _write_record(dest, file_checksum(dest, "sha256"))
+        checked += f": its sha256 is recorded now in {record.name}"
+    return None, checked
+
+
+def _remove_bad(dest: Path) -> None:
+    """Delete a file at ``dest`` that is not the wanted one (and its record); an empty directory is removed,
+    a directory with files in it is left alone (it may be the user's)."""
+    if dest.is_dir() and not dest.is_symlink():
+        try:
+            dest.rmdir()
+        except OSError:
+            raise DownloadError(
+                f"{dest} is a directory with files in it, where the downloaded file must go: move it away "
+                "or delete it, then run the same command again.") from None
+        record_path(dest).unlink(missing_ok=True)
+        return
+    remove_download(dest)
+
+
+def _write_record(dest: Path, sha256: str) -> None:
+    """Record ``sha256`` of ``dest`` in ``<dest>.sha256`` (written to a temporary name, then renamed)."""
+    record = record_path(dest)
+    temporary = record.with_name(record.name + ".tmp")
+    temporary.write_text(f"{sha256}  {dest.name}\n")
+    os.replace(temporary, record)
 
 
 def _validator_path(part: Path) -> Path:
@@ -145,20 +248,6 @@ def _expected_checksum(sha256: str | None, md5: str | None) -> tuple[str | None,
             raise ValueError(f"md5 must be the 32 hex digits of the digest, got {md5!r}")
         return "md5", md5.lower()
     return None, None
-
-
-def _existing_file_is_valid(dest: Path, algorithm, expected, expected_size) -> bool:
-    """True if ``dest`` is the wanted file; a file that is not is removed so it gets re-downloaded."""
-    size = dest.stat().st_size
-    if expected_size is not None and size != expected_size:
-        reason = f"its size is {size} bytes, expected {expected_size}"
-    elif algorithm is not None and not file_checksum(dest, algorithm).startswith(expected):
-        reason = f"its {algorithm} does not match the registry ({_described(algorithm, expected)})"
-    else:
-        return True
-    print(f"[redo] {dest} exists but {reason}; downloading it again.")
-    dest.unlink()
-    return False
 
 
 def _transfer(url, part: Path, offset: int, expected_size, progress: bool, chunk_size: int,
@@ -316,7 +405,8 @@ def _cut(url, part: Path, received: int, total, reason) -> DownloadError:
     )
 
 
-def _verify(url: str, part: Path, algorithm, expected, expected_size) -> None:
+def _verify(url: str, part: Path, algorithm, expected, expected_size) -> str | None:
+    """Check the finished ``part`` file; returns its SHA-256 when no checksum is known (to be recorded)."""
     size = part.stat().st_size
     if expected_size is not None and size != expected_size:
         _discard(part)
@@ -328,11 +418,12 @@ def _verify(url: str, part: Path, algorithm, expected, expected_size) -> None:
         computed = file_checksum(part, "sha256")
         warnings.warn(
             f"No published checksum is known for {url}: it was accepted on first use "
-            f"({size} bytes, sha256={computed}). Keep this value to check later copies.",
+            f"({size} bytes, sha256={computed}); the value is recorded beside the file "
+            f"({record_path(part.with_suffix('')).name}) and later runs check the file against it.",
             UnverifiedDownloadWarning,
             stacklevel=3,
         )
-        return
+        return computed
     computed = file_checksum(part, algorithm)
     if not computed.startswith(expected):   # a full digest must be equal; a prefix must begin it
         _discard(part)
@@ -341,6 +432,7 @@ def _verify(url: str, part: Path, algorithm, expected, expected_size) -> None:
             "file was deleted. Run the same command again to retry; if it fails again, the file on the "
             "server has changed: report the URL to the course maintainers."
         )
+    return None
 
 
 def _described(algorithm: str, expected: str) -> str:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from course_lib.config import cache_dir
-from course_lib.data.download import download
-
-MIRROR_VARIABLE = "COURSE_DOWNLOAD_MIRROR"
+from course_lib.data.download import MIRROR_VARIABLE, download
 
 
 @dataclass(frozen=True)
@@ -304,10 +303,13 @@ def all_files() -> dict[str, RemoteFile]:
     return {entry.name: entry for entry in entries}
 
 
-def fetch(entry: RemoteFile, folder: str | os.PathLike, mirror: str | None = None,
-          progress: bool = True) -> Path:
-    """Download ``entry`` into ``folder`` (resuming, verifying its checksum and size) and return its path."""
+def fetch(entry: RemoteFile, folder: str | os.PathLike, mirror: str | None = None, progress: bool = True,
+          force: bool = False, validate: Callable[[Path], str | None] | None = None) -> Path:
+    """Download ``entry`` into ``folder`` (resuming, verifying its checksum and size) and return its path.
+
+    ``force`` and ``validate`` are those of :func:`course_lib.data.download.download`: download again
+    whatever is there; a check of the file's contents (``None`` when good, else the reason)."""
     url = entry.resolved_url(mirror)
     print(f"[get] {entry.filename} <- {url}")
     return download(url, Path(folder) / entry.filename, sha256=entry.sha256, md5=entry.md5,
-                    expected_size=entry.size, progress=progress)
+                    expected_size=entry.size, progress=progress, force=force, validate=validate)

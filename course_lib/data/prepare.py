@@ -25,13 +25,15 @@ import sys
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from course_lib.config import CourseError
 from course_lib.config import progress as progress_bar
 from course_lib.data import hub
 from course_lib.data.download import (ArchiveError, DownloadError, extract, extraction_marker,
-                                      file_checksum)
+                                      file_checksum, remove_download)
 from course_lib.data.folders import DatasetLayoutError  # the loaders' error for an incomplete folder
 
 DOWNLOADS = "downloads"  # sub-folder of the data folder that holds archives while they are needed
@@ -67,7 +69,7 @@ def install_archive(entry: hub.RemoteFile, dest_dir: Path, data_dir: Path, *, mi
     archive = hub.fetch(entry, data_dir / DOWNLOADS, mirror=mirror, progress=progress)
     extract(archive, dest_dir, progress=progress)
     if not keep_archive:
-        archive.unlink()
+        remove_download(archive)
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def install_folders_from_archive(entry: hub.RemoteFile, folders: Mapping[Path, F
     if staging.exists():
         shutil.rmtree(staging)
     if not keep_archive:
-        archive.unlink()
+        remove_download(archive)
 
 
 def _installed_marker(dest: Path) -> Path:
@@ -566,13 +568,24 @@ def prepare_imagenet_s(imagenet_dir: Path, data_dir: Path, subset: str, *, lists
 
 def prepare_weights(models: Iterable[str], weights_dir: Path | None = None, *,
                     files: Mapping[str, hub.RemoteFile] | None = None, mirror: str | None = None,
-                    progress: bool = True) -> dict[str, Path]:
-    """Download the official checkpoints of ``models`` (names of :data:`course_lib.data.hub.WEIGHTS`)."""
+                    progress: bool = True, force: bool = False) -> dict[str, Path]:
+    """Download the official checkpoints of ``models`` (names of :data:`course_lib.data.hub.WEIGHTS`).
+
+    A file already there is kept only when it is verified: its checksum (the registry's, else the SHA-256
+    recorded at its download) and that it loads with ``torch.load(weights_only=True)`` as a state dict of
+    the model's architecture (strict keys and shapes); a bad one is reported with its path and downloaded
+    again, and so is every file with ``force``. A new download must pass the same checks.
+    """
+    from course_lib.models.backbones import weights_problem  # the models import the registry: import late
+
     files = {**hub.WEIGHTS, **(files or {})}
     paths = {}
     for model in models:
         target = hub.weights_path(model, weights_dir)
-        paths[model] = hub.fetch(files[model], target.parent, mirror=mirror, progress=progress)
+        paths[model] = hub.fetch(files[model], target.parent, mirror=mirror, progress=progress, force=force,
+                                 validate=partial(weights_problem, model))
+        print(f"[ok] {paths[model]} loads as the state dict of {hub.WEIGHTS[model].description} "
+              "(weights_only=True, strict keys and shapes).")
     return paths
 
 
@@ -604,7 +617,7 @@ def run_script(main: Callable[[], int | None]) -> None:
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         status = main()
-    except (DownloadError, ArchiveError, DatasetLayoutError) as error:
+    except (DownloadError, ArchiveError, CourseError) as error:
         print(f"\nerror: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

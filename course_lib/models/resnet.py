@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ..data.hub import WEIGHTS, weights_path
+from ..data.hub import WEIGHTS
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -138,26 +138,28 @@ def imagenet_weights_file(name: str, weights_dir: str | os.PathLike | None = Non
 
     Raises:
         ValueError: ``name`` has no registered ImageNet weights.
-        WeightsNotFoundError: the file is missing (the message gives the command that fetches it).
+        WeightsNotFoundError: the file is missing (the message gives the command that fetches it), or
+            ``CorruptWeightsError`` (a subclass) when a directory or an empty file is there.
     """
-    from .backbones import WeightsNotFoundError  # backbones imports this module
+    from .backbones import official_weights_file  # backbones imports this module
 
     if not name.startswith("resnet") or name not in WEIGHTS:
         raise ValueError(f"no ImageNet weights are registered for {name!r}: use resnet18, resnet50 or resnet101")
-    path = weights_path(name, weights_dir)
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"{WEIGHTS[name].description}: weights not found at {path}. Fetch them with:\n"
-            f"    python data_scripts/get_weights.py --model {name}")
-    return path
+    return official_weights_file(name, weights_dir)
 
 
 def load_imagenet_weights(model: nn.Module, name: str, weights_dir: str | os.PathLike | None = None) -> nn.Module:
     """Load torchvision's ImageNet weights of ``name`` (see :func:`imagenet_weights_file`) into ``model``
     with a strict ``load_state_dict``; the classifier ``fc.*`` is dropped when ``model`` has none (a
-    backbone such as :class:`ResNet`). Dilated strides do not change the parameters. Returns ``model``."""
-    state = torch.load(imagenet_weights_file(name, weights_dir), map_location="cpu", weights_only=True)
+    backbone such as :class:`ResNet`). Dilated strides do not change the parameters. Returns ``model``.
+
+    The file is read with ``torch.load(weights_only=True)``; one that cannot be read or holds another
+    architecture raises ``CorruptWeightsError`` (a ``WeightsNotFoundError``) with its path and the command
+    that fetches a fresh copy."""
+    from .backbones import load_state_strict, read_weights  # backbones imports this module
+
+    path = imagenet_weights_file(name, weights_dir)
+    state = read_weights(path, name)
     if not hasattr(model, "fc"):
-        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    model.load_state_dict(state, strict=True)
-    return model
+        state = {key: value for key, value in state.items() if not str(key).startswith("fc.")}
+    return load_state_strict(model, state, path, name)
