@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import ArgumentParser
-from .config import ConfigError, profile, project_root
+from .config import profile, project_root
 
 
 @dataclass
@@ -37,29 +37,36 @@ def _available(folder: Path | None = None) -> str:
     return ", ".join(p.name[:2] for p in lesson_notebooks(folder))
 
 
-def select_lessons(numbers: list[str], folder: Path | None = None) -> list[Path]:
-    """The lesson notebooks whose number is in ``numbers`` (``"2"`` and ``"02"`` alike), in course order;
-    ``ConfigError`` naming the lessons there are for a number that is not one."""
+def lesson_numbers_problem(numbers: list[str], folder: Path | None = None) -> str | None:
+    """What is wrong with ``--lessons numbers`` (one that is not a number or not a lesson's, with the lessons
+    there are), or ``None``."""
     bad = [number for number in numbers if not number.isdigit()]
     if bad:
-        raise ConfigError(f"--lessons takes lesson numbers ({_available(folder)}), got {', '.join(bad)}")
-    wanted = {f"{int(number):02d}" for number in numbers}
-    found = [p for p in lesson_notebooks(folder) if p.name[:2] in wanted]
-    missing = wanted - {p.name[:2] for p in found}
+        return f"--lessons takes lesson numbers ({_available(folder)}), got {', '.join(bad)}"
+    present = {p.name[:2] for p in lesson_notebooks(folder)}
+    missing = sorted({f"{int(number):02d}" for number in numbers} - present)
     if missing:
-        raise ConfigError(f"--lessons: no lesson numbered {', '.join(sorted(missing))} "
-                          f"(there are {_available(folder)})")
-    return found
+        return f"--lessons: no lesson numbered {', '.join(missing)} (there are {_available(folder)})"
+    return None
 
 
-def check_notebooks(paths: list[Path]) -> list[Path]:
-    """The given notebook paths, resolved; ``ConfigError`` naming the first that is not an ``.ipynb`` file
-    (before any kernel starts)."""
+def select_lessons(numbers: list[str], folder: Path | None = None) -> list[Path]:
+    """The lesson notebooks whose number is in ``numbers`` (``"2"`` and ``"02"`` alike), in course order;
+    ``SystemExit`` with the problem (:func:`lesson_numbers_problem`) when one is not a lesson's number."""
+    problem = lesson_numbers_problem(numbers, folder)
+    if problem:
+        raise SystemExit(f"error: {problem}")
+    wanted = {f"{int(number):02d}" for number in numbers}
+    return [p for p in lesson_notebooks(folder) if p.name[:2] in wanted]
+
+
+def notebooks_problem(paths: list[Path]) -> str | None:
+    """The first of the given notebook paths that is not an ``.ipynb`` file, with what is allowed, or ``None``."""
     for path in paths:
         if path.suffix != ".ipynb" or not path.is_file():
-            raise ConfigError(f"notebook {path} is not an .ipynb file; give notebook paths (e.g. "
-                              f"notebooks/02_feature_correspondences.ipynb) or --lessons NN (lessons {_available()})")
-    return [path.resolve() for path in paths]
+            return (f"notebook {path} is not an .ipynb file; give notebook paths (e.g. "
+                    f"notebooks/02_feature_correspondences.ipynb) or --lessons NN (lessons {_available()})")
+    return None
 
 
 def run_lesson(notebook: Path, out_dir: Path, timeout: int = 1800) -> LessonRun:
@@ -110,12 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="only the lessons with these numbers, e.g. --lessons 01 02 09 (default: all)")
     run.add_argument("notebooks", nargs="*", type=Path, help="only these notebooks (default: all, in order)")
     args = parser.parse_args(argv)
-    try:  # every name checked before the first lesson runs: one line naming the problem, exit status 2
-        notebooks = check_notebooks(args.notebooks)
-        if args.lessons:
-            notebooks += select_lessons(args.lessons)
-    except ConfigError as error:
-        parser.error(str(error))
+    # every name is checked before the first lesson runs: one line naming the problem, exit status 2
+    problem = notebooks_problem(args.notebooks) or (lesson_numbers_problem(args.lessons) if args.lessons else None)
+    if problem:
+        parser.error(problem)
+    notebooks = [path.resolve() for path in args.notebooks] + (select_lessons(args.lessons) if args.lessons else [])
     runs = run_course(args.out, notebooks or None)
     return 0 if all(r.ok for r in runs) else 1
 

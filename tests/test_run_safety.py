@@ -89,6 +89,7 @@ BAD_VALUES = [
     (_stego, ["--n-train", "0"], "--n-train", "0"),
     (_stego, ["--checkpoint-every", "0"], "--checkpoint-every", "0"),
     (_stego, ["--steps", "ten"], "--steps", "ten"),
+    (_stego, ["--size", "300"], "--size", "300"),
     (_stego, ["--max-steps", "0"], "--max-steps", "0"),
     (_stego, ["--threads", "-3"], "--threads", "-3"),
     (_five_crop, ["--dataset", "cocostuff27", "--split", "train", "--ratio", "1.5"], "--ratio", "1.5"),

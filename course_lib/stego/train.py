@@ -52,6 +52,7 @@ import torch.distributed as dist
 
 from .. import cli
 from .. import config as course_config
+from ..data.toyworld import MAX_SIZE as TOY_MAX_SIZE, MIN_SIZE as TOY_MIN_SIZE
 from ..models.backbones import backbone_cache_key, load_backbone
 from .ablations import run_ablations
 from .configs import TOY_CONFIG, StegoConfig, stego_config
@@ -131,6 +132,9 @@ def build_config(args: argparse.Namespace) -> StegoConfig:
         "steps", "batch_size", "lr", "code_dim", "seed", "five_crop", "crf", "resolution", "val_resolution")}
     overrides = {name: value for name, value in overrides.items() if value is not None}
     if dataset == "toy":
+        if not TOY_MIN_SIZE <= toy_size(args) <= TOY_MAX_SIZE:
+            raise course_config.ConfigError(f"--size must be {TOY_MIN_SIZE}..{TOY_MAX_SIZE} for the toy world's "
+                                            f"images, got {toy_size(args)}")
         overrides.setdefault("resolution", toy_size(args))
         overrides.setdefault("val_resolution", toy_size(args))
     try:
