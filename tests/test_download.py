@@ -17,7 +17,8 @@ import pytest
 
 from course_lib.data import download as dl
 from course_lib.data.download import (ArchiveError, ChecksumError, DownloadError, InsufficientSpaceError,
-                                      UnverifiedDownloadWarning, download, extract, extraction_marker, part_path)
+                                      UnverifiedDownloadWarning, download, extract, extraction_marker, part_path,
+                                      record_path, remove_download)
 
 
 class FileServer:
@@ -269,6 +270,43 @@ def test_unknown_checksum_warns_with_computed_sha256_and_size_is_checked(server,
     with pytest.raises(DownloadError, match="registry expects 12345"):
         download(server.url("tofu.bin"), tmp_path / "sized.bin", expected_size=12345, progress=False)
     assert not (tmp_path / "sized.bin").exists() and not part_path(tmp_path / "sized.bin").exists()
+
+
+@pytest.mark.filterwarnings("ignore::course_lib.data.download.UnverifiedDownloadWarning")
+@pytest.mark.parametrize("damage", ["empty", "directory", "truncated", "changed"])
+def test_a_file_without_a_checksum_is_checked_against_the_sha256_recorded_at_its_download(server, payload,
+                                                                                          tmp_path, damage):
+    server.files["tofu.bin"] = payload
+    dest = tmp_path / "tofu.bin"
+    download(server.url("tofu.bin"), dest, progress=False)
+    assert record_path(dest).read_text() == f"{sha256(payload)}  tofu.bin\n"
+    if damage == "directory":
+        remove_download(dest)
+        dest.mkdir()
+    else:
+        dest.write_bytes({"empty": b"", "truncated": payload[:1000], "changed": payload[::-1]}[damage])
+    download(server.url("tofu.bin"), dest, progress=False)
+    assert dest.read_bytes() == payload and len(server.requests_for("tofu.bin")) == 2
+    assert record_path(dest).read_text() == f"{sha256(payload)}  tofu.bin\n"
+
+
+@pytest.mark.filterwarnings("ignore::course_lib.data.download.UnverifiedDownloadWarning")
+def test_validate_rejects_a_present_file_and_a_new_download_and_force_replaces_a_good_one(server, payload,
+                                                                                          tmp_path, capsys):
+    server.files["w.bin"] = payload
+    dest = tmp_path / "w.bin"
+    dest.write_bytes(b"not what validate wants")
+    download(server.url("w.bin"), dest, sha256=sha256(payload),
+             validate=lambda path: None if path.read_bytes() == payload else "it is not the payload", progress=False)
+    assert dest.read_bytes() == payload and "[redo]" in capsys.readouterr().out
+
+    with pytest.raises(DownloadError, match="gave a file that is not usable: it is too big"):
+        download(server.url("w.bin"), tmp_path / "other.bin", validate=lambda path: "it is too big", progress=False)
+    assert not (tmp_path / "other.bin").exists() and not part_path(tmp_path / "other.bin").exists()
+
+    dest.write_bytes(b"an old version")
+    download(server.url("w.bin"), dest, force=True, progress=False)  # no checksum given: force alone replaces it
+    assert dest.read_bytes() == payload and "[force]" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------- extraction

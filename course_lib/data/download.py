@@ -132,6 +132,8 @@ def download(
     if force:
         print(f"[force] downloading {dest} again, whatever is there now.")
         resume = False
+        if dest.is_dir() and not dest.is_symlink():
+            _remove_bad(dest)  # a file cannot replace a directory; one with files in it is refused now
     elif dest.exists() or dest.is_symlink():
         problem, checked = _existing_file_problem(dest, algorithm, expected, expected_size, validate)
         if problem is None:
@@ -156,13 +158,11 @@ def download(
             f"(--mirror or {MIRROR_VARIABLE}), check that it holds the right file; otherwise run the same command "
             "again, and if this repeats, report the URL to the course maintainers."
         )
-    if os.path.isdir(dest):  # only under force: a directory cannot be replaced by a file
-        _remove_bad(dest)
     os.replace(part, dest)
     _validator_path(part).unlink(missing_ok=True)
     if computed is not None:
         _write_record(dest, computed)
-    elif force:
+    else:  # verified against the registry: an old record would only be stale
         record_path(dest).unlink(missing_ok=True)
     return dest
 
