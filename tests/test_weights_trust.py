@@ -81,7 +81,8 @@ def test_get_weights_replaces_a_file_that_changed_since_its_download(server, tmp
     target.write_bytes(bytes(damaged))
     again = run_data_script("get_weights.py", "--model", "dino_vits16", mirror=server.base_url, tmp_path=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert f"[redo] {target} exists but its sha256" in again.stdout and "recorded when it was downloaded" in again.stdout
+    assert f"[redo] {target} exists but its sha256" in again.stdout
+    assert "recorded when it was downloaded" in again.stdout
     assert target.read_bytes() == payload and len(server.requests_for(target.name)) == 2
 
 
