@@ -35,6 +35,15 @@ A predicted 1000 means "no class": it counts for no class (a miss where the grou
 as in the official F-measure, as foreground. Counts are exact int64 sums (the official float32
 accumulators round above 2²⁴ pixels); size buckets compare integers (100·n_c ≤ 5·n, ...).
 
+Speed: the files are decoded straight to 16-bit ids (:func:`~course_lib.data.label_png.read_imagenet_s_png`
+with ``dtype=np.uint16``), and everything else an image needs comes from one ``bincount`` of its ground
+truth and one of a per-pixel code (ground-truth row, predicted column, the two boundary bits) built with
+two table look-ups (which also reject unknown ids, so no separate range checks); the boundaries are
+boolean array operations (:mod:`.boundary`). Reading the two PNGs is most of the time per image. Folders
+are scored in a process pool; the module imports only NumPy, Pillow and the course's light modules
+(SciPy's assignment solver is loaded by the matching alone), so the command starts in a fraction of a
+second.
+
 Command line::
 
     python -m course_lib.evaluation.imagenet_s match --predict-dir P --gt-dir G --num-classes K --out M.json
@@ -44,19 +53,20 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from ..config import progress
-from ..data.folders import DatasetLayoutError
-from ..data.label_png import IMAGENET_S_IGNORE, IMAGENET_S_OTHER, read_imagenet_s_png
+from ..cli import write_json
+from ..config import ConfigError, progress
+from ..data.label_png import IMAGENET_S_IGNORE, IMAGENET_S_OTHER, LabelEncodingError, read_imagenet_s_png
 from .boundary import inner_boundary
 
 METRIC_KEYS = ("mIoU", "b_mIoU", "img_acc", "f_measure", "mIoU_S", "mIoU_MS", "mIoU_ML", "mIoU_L")
@@ -71,6 +81,9 @@ F_BETA_SQUARED = 0.3
 Match = Mapping[int, int]
 PredictionTransform = Callable[..., np.ndarray]  # (pred, gt, name=...) → pred, applied before scoring
 T = TypeVar("T")
+
+_ID_VALUES = 1 << 16
+"""Every id an ``R + 256·G`` PNG can hold (0..65535): the size of the id → column tables."""
 
 
 def _as_array(ids, what: str) -> np.ndarray:
@@ -102,15 +115,59 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray, name: str) -> None:
                          f"ground truth is {gt.shape[0]}×{gt.shape[1]}; predict at the original resolution")
 
 
-def _gt_id_counts(gt: np.ndarray, num_classes: int, name: str) -> np.ndarray:
-    """Pixel count of every id 0..1000 of a ground-truth map, checking the ids are 0..K or 1000."""
-    if gt.size == 0 or gt.min() >= 0:
-        counts = np.bincount(gt.ravel(), minlength=IMAGENET_S_IGNORE + 1)
-        if counts.size == IMAGENET_S_IGNORE + 1 and not counts[num_classes + 1:IMAGENET_S_IGNORE].any():
-            return counts
+def _as_uint16(ids: np.ndarray) -> np.ndarray | None:
+    """``ids`` as ``uint16`` (themselves when they already are), ``None`` when one lies outside 0..65535."""
+    if ids.dtype == np.uint16:
+        return ids
+    if ids.size and (ids.min() < 0 or ids.max() >= _ID_VALUES):
+        return None
+    return ids.astype(np.uint16)
+
+
+def _ground_truth_error(gt: np.ndarray, num_classes: int, name: str) -> LabelEncodingError:
     bad = (gt < 0) | ((gt > num_classes) & (gt != IMAGENET_S_IGNORE))
-    raise ValueError(f"{name}: ground-truth ids {_bad_ids(gt, bad)} are outside 0..{num_classes} "
-                     f"and not the ignore id {IMAGENET_S_IGNORE} (num_classes={num_classes})")
+    return LabelEncodingError(f"{name}: ground-truth ids {_bad_ids(gt, bad)} are outside 0..{num_classes} "
+                              f"and not the ignore id {IMAGENET_S_IGNORE} (num_classes={num_classes}: "
+                              "is it the right subset?)")
+
+
+def _joint_counts(pred: np.ndarray, gt: np.ndarray, num_classes: int, column_codes: np.ndarray, n_columns: int,
+                  gt_name: str, boundaries: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The counts one image contributes, from two ``bincount`` calls over H×W ``uint16`` id maps.
+
+    ``column_codes`` maps every predicted id (0..65535) to its column in ``0..n_columns - 1``, times 4
+    when ``boundaries``. Returns the pixel count of every ground-truth id 0..1000 (checked to be 0..K or
+    1000), the ids 0..K present in ``gt``, and the histogram of (ground-truth row: the present ids, then
+    one row for ignore pixels; predicted column; with ``boundaries`` also ground truth on its inner
+    boundary, prediction on the inner boundary of its columns), shape ``(rows, n_columns[, 2, 2])``.
+    """
+    id_counts = np.bincount(gt.ravel(), minlength=IMAGENET_S_IGNORE + 1)
+    if id_counts.size > IMAGENET_S_IGNORE + 1 or id_counts[num_classes + 1:IMAGENET_S_IGNORE].any():
+        raise _ground_truth_error(gt, num_classes, gt_name)
+    present = np.flatnonzero(id_counts[: num_classes + 1])
+    row_size = n_columns * (4 if boundaries else 1)
+    row_codes = np.full(IMAGENET_S_IGNORE + 1, present.size * row_size, np.int32)  # ignore: the last row
+    row_codes[present] = np.arange(present.size, dtype=np.int32) * row_size
+    code = row_codes[gt]
+    columns = column_codes[pred]
+    code += columns
+    if boundaries:
+        bits = np.left_shift(inner_boundary(gt).view(np.uint8), 1)
+        bits |= inner_boundary(columns).view(np.uint8)
+        code += bits
+    histogram = np.bincount(code.ravel(), minlength=(present.size + 1) * row_size)
+    shape = (present.size + 1, n_columns) + ((2, 2) if boundaries else ())
+    return id_counts, present, histogram.reshape(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _identity_columns(num_classes: int) -> np.ndarray:
+    """Predicted id → column for presence matching: 0..K themselves, 1000 → K + 1, any other id → K + 2."""
+    columns = np.full(_ID_VALUES, num_classes + 2, np.uint16)
+    columns[: num_classes + 1] = np.arange(num_classes + 1)
+    columns[IMAGENET_S_IGNORE] = num_classes + 1
+    columns.flags.writeable = False
+    return columns
 
 
 class ImageNetSEvaluator:
@@ -129,15 +186,28 @@ class ImageNetSEvaluator:
     def __init__(self, num_classes: int, match: Match | None = None):
         self.num_classes = _check_num_classes(num_classes)
         self.match = None if match is None else check_match(match, self.num_classes)
-        # Predicted id -> internal column: 0..K a class, K + 1 "no class" (a predicted 1000), -1 invalid.
-        lut = np.full(IMAGENET_S_IGNORE + 1, -1, dtype=np.int64)
-        if self.match is None:
-            lut[: self.num_classes + 1] = np.arange(self.num_classes + 1)
-        else:
-            lut[list(self.match)] = list(self.match.values())
-        lut[IMAGENET_S_IGNORE] = self.num_classes + 1
-        self._lut = lut
+        self._column_codes = self._build_column_codes()
         self.reset()
+
+    def _build_column_codes(self) -> np.ndarray:
+        """Predicted id (0..65535) → 4 × internal column: 0..K a class (match applied), K + 1 "no class"
+        (a predicted 1000), K + 2 an invalid id. Times 4 leaves room for the two boundary bits."""
+        k = self.num_classes
+        columns = np.full(_ID_VALUES, k + 2, np.uint16)
+        if self.match is None:
+            columns[: k + 1] = np.arange(k + 1)
+        else:
+            columns[list(self.match)] = list(self.match.values())
+        columns[IMAGENET_S_IGNORE] = k + 1
+        return columns * np.uint16(4)
+
+    def __getstate__(self) -> dict:
+        # The 128 KiB table is rebuilt from the match rather than sent between processes.
+        return {key: value for key, value in self.__dict__.items() if key != "_column_codes"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._column_codes = self._build_column_codes()
 
     def reset(self) -> None:
         """Forget every image seen so far."""
@@ -150,44 +220,40 @@ class ImageNetSEvaluator:
         self.f_measure_sum = 0.0
         self.n_correct_images = 0
 
-    def _columns(self, pred: np.ndarray, name: str) -> np.ndarray:
-        """Predicted ids → internal columns (match applied), with a clear error for unknown ids."""
-        in_range = pred.size == 0 or (pred.min() >= 0 and pred.max() <= IMAGENET_S_IGNORE)
-        if in_range:
-            columns = self._lut[pred]
-            if columns.size == 0 or columns.min() >= 0:
-                return columns
-        bad = self._lut[pred] < 0 if in_range else (pred < 0) | (pred > IMAGENET_S_IGNORE)
+    def _prediction_error(self, pred: np.ndarray, name: str) -> ValueError:
+        """The error for predicted ids that are neither classes (or match keys) nor 1000."""
+        bad = (pred < 0) | (pred >= _ID_VALUES)
+        valid = ~bad
+        bad[valid] = self._column_codes[pred[valid]] == 4 * (self.num_classes + 2)
         if self.match is None:
-            raise ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are outside 0..{self.num_classes} "
-                             f"and not {IMAGENET_S_IGNORE} (num_classes={self.num_classes}); "
-                             "map cluster ids to categories first (match)")
-        raise ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are not keys of the match "
-                         f"(it maps {len(self.match)} ids)")
+            return ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are outside 0..{self.num_classes} "
+                              f"and not {IMAGENET_S_IGNORE} (num_classes={self.num_classes}); "
+                              "map cluster ids to categories first (match)")
+        return ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are not keys of the match "
+                          f"(it maps {len(self.match)} ids)")
 
     def update(self, pred_ids, gt_ids, name: str = "image") -> None:
         """Add one image: ``pred_ids`` and ``gt_ids`` are H×W integer maps (``name`` appears in errors)."""
         pred, gt = _as_array(pred_ids, f"{name} (prediction)"), _as_array(gt_ids, f"{name} (ground truth)")
         _check_pair(pred, gt, name)
-        id_counts = _gt_id_counts(gt, self.num_classes, name)
-        columns = self._columns(pred, name)
-        k, k1 = self.num_classes, self.num_classes + 1
+        small_gt = _as_uint16(gt)
+        if small_gt is None:
+            raise _ground_truth_error(gt, self.num_classes, name)
+        small_pred = _as_uint16(pred)
+        if small_pred is None:
+            raise self._prediction_error(pred, name)
+        self._add(small_pred, small_gt, name, name)
 
-        # One histogram per image over (ground-truth row, predicted column, gt on boundary, pred on
-        # boundary). Rows: the ground-truth classes present, then one for ignore pixels (dropped).
-        # Columns: 0..K, then K + 1 for a predicted 1000 ("no class").
-        present = np.flatnonzero(id_counts[:k1])
-        row_of_id = np.full(IMAGENET_S_IGNORE + 1, present.size, np.int64)
-        row_of_id[present] = np.arange(present.size)
-        code = row_of_id[gt]
-        code *= k + 2
-        code += columns
-        code <<= 1
-        code += inner_boundary(gt)
-        code <<= 1
-        code += inner_boundary(columns)
-        histogram = np.bincount(code.ravel(), minlength=(present.size + 1) * (k + 2) * 4)
-        histogram = histogram.reshape(present.size + 1, k + 2, 2, 2)[:-1]
+    def _add(self, pred: np.ndarray, gt: np.ndarray, pred_name: str, gt_name: str) -> None:
+        """:meth:`update` on two H×W ``uint16`` maps of the same shape (the folder path reads them so)."""
+        k, k1 = self.num_classes, self.num_classes + 1
+        id_counts, present, histogram = _joint_counts(pred, gt, k, self._column_codes, k + 3, gt_name,
+                                                      boundaries=True)
+        if histogram[:, k + 2].any():
+            raise self._prediction_error(pred, pred_name)
+        # Rows: the ground-truth classes present (ignore pixels dropped); columns 0..K, then K + 1 for a
+        # predicted 1000 ("no class"); then gt on its boundary, prediction on its boundary.
+        histogram = histogram[:-1, : k + 2]
         confusion = histogram.sum(axis=(2, 3))
         rows = np.arange(present.size)
 
@@ -257,7 +323,7 @@ class ImageNetSEvaluator:
             "mIoU": float(self.class_iou.mean()),
             "b_mIoU": float(100 * self._iou(self.boundary_intersection, self.gt_boundary, self.pred_boundary).mean()),
             "img_acc": 100 * self.n_correct_images / self.n_images,
-            "f_measure": 100 * self.f_measure_sum / self.n_images,
+            "f_measure": float(100 * self.f_measure_sum / self.n_images),
         }
         bucket_iou = self._iou(self.size_intersection, self.size_gt, self.size_pred)
         for (bucket, _), iou, gt in zip(SIZE_BUCKETS, bucket_iou, self.size_gt):
@@ -298,10 +364,20 @@ def load_match(path: str | os.PathLike, num_classes: int) -> dict[int, int]:
 
 
 def save_match(match: Match, path: str | os.PathLike) -> None:
-    """Write a match as JSON with string keys (``{"0": 0, "1": 17, ...}``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({str(key): int(value) for key, value in match.items()}, indent=1) + "\n")
+    """Write a match as JSON with string keys (``{"0": 0, "1": 17, ...}``), atomically (creates folders)."""
+    write_json(path, {str(key): int(value) for key, value in match.items()})
+
+
+def _presence(pred: np.ndarray, gt: np.ndarray, num_classes: int, pred_name: str,
+              gt_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`image_presence` on two H×W ``uint16`` maps of the same shape."""
+    id_counts, _, histogram = _joint_counts(pred, gt, num_classes, _identity_columns(num_classes), num_classes + 3,
+                                            gt_name, boundaries=False)
+    if histogram[:, num_classes + 2].any():
+        bad = (pred > num_classes) & (pred != IMAGENET_S_IGNORE)
+        raise ValueError(f"{pred_name}: predicted ids {_bad_ids(pred, bad)} are outside 0..{num_classes} "
+                         f"(num_classes={num_classes}); presence matching maps K cluster ids 1..K to K categories")
+    return histogram[:-1, : num_classes + 1].any(axis=0), id_counts[: num_classes + 1] > 0
 
 
 def image_presence(pred_ids, gt_ids, num_classes: int, name: str = "image") -> tuple[np.ndarray, np.ndarray]:
@@ -310,13 +386,15 @@ def image_presence(pred_ids, gt_ids, num_classes: int, name: str = "image") -> t
     Predicted ids must lie in 0..K (1000 is allowed and counts as none)."""
     pred, gt = _as_array(pred_ids, f"{name} (prediction)"), _as_array(gt_ids, f"{name} (ground truth)")
     _check_pair(pred, gt, name)
-    gt_present = _gt_id_counts(gt, num_classes, name)[: num_classes + 1] > 0
-    bad = (pred < 0) | ((pred > num_classes) & (pred != IMAGENET_S_IGNORE))
-    if bad.any():
+    small_gt = _as_uint16(gt)
+    if small_gt is None:
+        raise _ground_truth_error(gt, num_classes, name)
+    small_pred = _as_uint16(pred)
+    if small_pred is None:
+        bad = (pred < 0) | ((pred > num_classes) & (pred != IMAGENET_S_IGNORE))
         raise ValueError(f"{name}: predicted ids {_bad_ids(pred, bad)} are outside 0..{num_classes} "
                          f"(num_classes={num_classes}); presence matching maps K cluster ids 1..K to K categories")
-    pred_present = np.bincount(pred[gt != IMAGENET_S_IGNORE], minlength=IMAGENET_S_IGNORE + 1)[: num_classes + 1] > 0
-    return pred_present, gt_present
+    return _presence(small_pred, small_gt, num_classes, name, name)
 
 
 def match_from_presence(pred_present: np.ndarray, gt_present: np.ndarray) -> dict[int, int]:
@@ -329,52 +407,110 @@ def match_from_presence(pred_present: np.ndarray, gt_present: np.ndarray) -> dic
     if pred_present.ndim != 2 or pred_present.shape != gt_present.shape or pred_present.shape[1] < 2:
         raise ValueError(f"expected two N×(K+1) presence matrices of the same shape, got "
                          f"{pred_present.shape} and {gt_present.shape}")
+    from scipy.optimize import linear_sum_assignment  # loaded here: evaluating alone never needs SciPy
+
     co_occurrence = pred_present[:, 1:].T.astype(np.int64) @ gt_present[:, 1:].astype(np.int64)
     rows, columns = linear_sum_assignment(co_occurrence, maximize=True)
     return {IMAGENET_S_OTHER: IMAGENET_S_OTHER, **{int(r) + 1: int(c) + 1 for r, c in zip(rows, columns)}}
 
 
+def _layout_error(message: str) -> Exception:
+    """A :class:`~course_lib.data.folders.DatasetLayoutError` (its module, which needs torch, is loaded only
+    to report the error)."""
+    from ..data.folders import DatasetLayoutError
+
+    return DatasetLayoutError(message)
+
+
+def _is_png(path: Path) -> bool:
+    return path.suffix.lower() == ".png"
+
+
+def _prediction_path(predict_dir: Path, relative: Path) -> Path:
+    """``P/<class>/<name>.png`` for the ground truth ``relative``; the suffix's case may differ
+    (``x.PNG`` against ``x.png``). The exact name when no variant exists (it is then reported missing)."""
+    exact = predict_dir / relative
+    if exact.is_file():
+        return exact
+    for suffix in (".png", ".PNG"):
+        variant = exact.with_suffix(suffix)
+        if variant.is_file():
+            return variant
+    return exact
+
+
 def list_label_pairs(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Every ``G/<class>/<name>.png`` with its prediction ``P/<class>/<name>.png``, sorted.
+    """Every ``G/<class>/<name>.png`` (``.PNG`` too) with its prediction ``P/<class>/<name>.png``, sorted.
 
     Raises :class:`~course_lib.data.folders.DatasetLayoutError` for a missing or empty ground-truth
     folder and for missing predictions (naming the first one and how many are missing)."""
     predict_dir, gt_dir = Path(predict_dir), Path(gt_dir)
     for folder, what in ((gt_dir, "ground-truth"), (predict_dir, "prediction")):
         if not folder.is_dir():
-            raise DatasetLayoutError(f"the {what} folder {folder} does not exist")
-    gt_files = sorted(gt_dir.glob("*/*.png"))
+            raise _layout_error(f"the {what} folder {folder} does not exist")
+    gt_files = sorted(path for path in gt_dir.glob("*/*") if _is_png(path))
     if not gt_files:
-        flat = len(list(gt_dir.glob("*.png")))
+        flat = sum(1 for path in gt_dir.glob("*") if _is_png(path))
         hint = f" (it has {flat} PNGs at its top level: put them in <class>/ sub-folders)" if flat else ""
-        raise DatasetLayoutError(f"no ground-truth labels <class>/<name>.png in {gt_dir}{hint}")
-    pairs = [(predict_dir / gt.relative_to(gt_dir), gt) for gt in gt_files]
+        raise _layout_error(f"no ground-truth labels <class>/<name>.png in {gt_dir}{hint}")
+    pairs = [(_prediction_path(predict_dir, gt.relative_to(gt_dir)), gt) for gt in gt_files]
     missing = [pred for pred, _ in pairs if not pred.is_file()]
     if missing:
-        raise DatasetLayoutError(f"{len(missing)} of {len(pairs)} predictions are missing, e.g. {missing[0]} "
-                                 f"(for {gt_dir / missing[0].relative_to(predict_dir)}); every ground-truth "
-                                 "file needs a prediction with the same <class>/<name>.png")
+        raise _layout_error(f"{len(missing)} of {len(pairs)} predictions are missing, e.g. {missing[0]} "
+                            f"(for {gt_dir / missing[0].relative_to(predict_dir)}); every ground-truth "
+                            "file needs a prediction with the same <class>/<name>.png")
     return pairs
 
 
-def _read_pair(pred_path: Path, gt_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    return read_imagenet_s_png(pred_path), read_imagenet_s_png(gt_path, num_classes=num_classes)
+def _read_pair(pred_path: Path, gt_path: Path, unreadable: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both label maps as ``uint16``, or ``None`` after adding the message of each unreadable file to
+    ``unreadable`` (so that one pass names them all)."""
+    pair = []
+    for path in (pred_path, gt_path):
+        try:
+            pair.append(read_imagenet_s_png(path, dtype=np.uint16))
+        except LabelEncodingError as error:
+            unreadable.append(str(error))
+    return (pair[0], pair[1]) if len(pair) == 2 else None
 
 
 def _evaluate_chunk(pairs: Sequence[tuple[Path, Path]], num_classes: int, match: Match | None,
-                    transform: PredictionTransform | None = None) -> ImageNetSEvaluator:
+                    transform: PredictionTransform | None = None) -> tuple[ImageNetSEvaluator, list[str]]:
+    """Score ``pairs``; also returns the messages of the files that could not be read (then not scored)."""
     evaluator = ImageNetSEvaluator(num_classes, match)
+    unreadable: list[str] = []
     for pred_path, gt_path in pairs:
-        pred, gt = _read_pair(pred_path, gt_path, num_classes)
+        pair = _read_pair(pred_path, gt_path, unreadable)
+        if pair is None or unreadable:  # once a file is unreadable, only look for the others
+            continue
+        pred, gt = pair
         if transform is not None:
-            pred = transform(pred, gt, name=str(pred_path))
-        evaluator.update(pred, gt, name=str(pred_path))
-    return evaluator
+            evaluator.update(transform(pred, gt, name=str(pred_path)), gt, name=str(pred_path))
+        else:
+            _check_pair(pred, gt, str(pred_path))
+            evaluator._add(pred, gt, str(pred_path), str(gt_path))
+    return evaluator, unreadable
 
 
-def _presence_chunk(pairs: Sequence[tuple[Path, Path]], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    presence = [image_presence(*_read_pair(pred, gt, num_classes), num_classes, name=str(pred)) for pred, gt in pairs]
-    return np.stack([p for p, _ in presence]), np.stack([g for _, g in presence])
+def _presence_chunk(pairs: Sequence[tuple[Path, Path]], num_classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Presence vectors of ``pairs`` stacked (N×(K+1) each), and the messages of the unreadable files."""
+    presence, unreadable = [], []
+    for pred_path, gt_path in pairs:
+        pair = _read_pair(pred_path, gt_path, unreadable)
+        if pair is None or unreadable:
+            continue
+        _check_pair(*pair, str(pred_path))
+        presence.append(_presence(*pair, num_classes, str(pred_path), str(gt_path)))
+    stack = [np.array([vectors[i] for vectors in presence], bool).reshape(-1, num_classes + 1) for i in (0, 1)]
+    return stack[0], stack[1], unreadable
+
+
+def _check_readable(unreadable: list[str], n_pairs: int) -> None:
+    """Raise one :class:`LabelEncodingError` that names every unreadable file (the first 10 in full)."""
+    if unreadable:
+        shown = "; ".join(unreadable[:10]) + (f"; and {len(unreadable) - 10} more" if len(unreadable) > 10 else "")
+        raise LabelEncodingError(f"{len(unreadable)} of the {2 * n_pairs} label files ({n_pairs} pairs) are not "
+                                 f"readable ImageNet-S PNGs: {shown}")
 
 
 def default_workers() -> int:
@@ -408,6 +544,23 @@ def _map_chunks(function: Callable[..., T], pairs: list[tuple[Path, Path]], work
     return results
 
 
+def score_folders(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, num_classes: int,
+                  match: Match | None = None, workers: int | None = None,
+                  transform: PredictionTransform | None = None) -> ImageNetSEvaluator:
+    """:func:`evaluate_folders` before :meth:`~ImageNetSEvaluator.compute`: the evaluator holding the counts
+    of every image (``n_images`` says how many were scored)."""
+    num_classes = _check_num_classes(num_classes)
+    checked = None if match is None else check_match(match, num_classes)
+    pairs = list_label_pairs(predict_dir, gt_dir)
+    parts = _map_chunks(_evaluate_chunk, pairs, workers, "evaluating", num_classes=num_classes, match=checked,
+                        transform=transform)
+    _check_readable([message for _, unreadable in parts for message in unreadable], len(pairs))
+    total = parts[0][0]
+    for part, _ in parts[1:]:
+        total.merge(part)
+    return total
+
+
 def evaluate_folders(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, num_classes: int,
                      match: Match | None = None, workers: int | None = None,
                      transform: PredictionTransform | None = None) -> dict[str, float | None]:
@@ -417,27 +570,28 @@ def evaluate_folders(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, 
     predictions first; ``workers`` processes read and score the images (default: all cores).
     ``transform(pred, gt, name=...)`` (a picklable function), when given, rewrites each prediction before
     scoring, e.g. a diagnostic such as :func:`course_lib.luss.labels.foreground_as_true_category`.
-    Returns :data:`METRIC_KEYS` → percent, see :class:`ImageNetSEvaluator`.
+    Returns :data:`METRIC_KEYS` → percent, see :class:`ImageNetSEvaluator`. Files that cannot be read
+    raise one :class:`~course_lib.data.label_png.LabelEncodingError` naming all of them.
     """
+    return score_folders(predict_dir, gt_dir, num_classes, match, workers, transform).compute()
+
+
+def folder_presence(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, num_classes: int,
+                    workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`image_presence` of every pair of two folders: two N×(K+1) bool matrices (prediction, ground
+    truth), in the order of :func:`list_label_pairs`."""
     num_classes = _check_num_classes(num_classes)
-    checked = None if match is None else check_match(match, num_classes)
     pairs = list_label_pairs(predict_dir, gt_dir)
-    parts = _map_chunks(_evaluate_chunk, pairs, workers, "evaluating", num_classes=num_classes, match=checked,
-                        transform=transform)
-    total = parts[0]
-    for part in parts[1:]:
-        total.merge(part)
-    return total.compute()
+    parts = _map_chunks(_presence_chunk, pairs, workers, "matching", num_classes=num_classes)
+    _check_readable([message for *_, unreadable in parts for message in unreadable], len(pairs))
+    return np.concatenate([p for p, _, _ in parts]), np.concatenate([g for _, g, _ in parts])
 
 
 def presence_matching(predict_dir: str | os.PathLike, gt_dir: str | os.PathLike, num_classes: int,
                       workers: int | None = None) -> dict[int, int]:
     """The fully unsupervised protocol's matching of predicted ids to categories over two folders
     (see :func:`match_from_presence`); predicted ids must lie in 0..K."""
-    num_classes = _check_num_classes(num_classes)
-    pairs = list_label_pairs(predict_dir, gt_dir)
-    parts = _map_chunks(_presence_chunk, pairs, workers, "matching", num_classes=num_classes)
-    return match_from_presence(np.concatenate([p for p, _ in parts]), np.concatenate([g for _, g in parts]))
+    return match_from_presence(*folder_presence(predict_dir, gt_dir, num_classes, workers))
 
 
 def format_scores(scores: Mapping[str, float | None]) -> str:
@@ -466,25 +620,62 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output_file(path: Path, flag: str, example: str) -> None:
+    """Fail before any work when ``path`` cannot become a file: it is a folder, or its folder cannot be
+    created or written (a :class:`~course_lib.config.ConfigError` naming ``flag``)."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder: give a file name, e.g. {path / example}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"{flag} {path}: cannot write in {path.parent} ({error.strerror or error}); "
+                          f"give another {flag}") from None
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Every argument, before any work: --num-classes, --workers, and that --json / --out can be written."""
+    try:
+        _check_num_classes(args.num_classes)
+    except ValueError as error:
+        raise ConfigError(f"--num-classes: {error} (50, 300 or 919 for ImageNet-S)") from None
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.command == "match":
+        _check_output_file(args.out, "--out", "match.json")
+    elif args.json is not None:
+        _check_output_file(args.json, "--json", "scores.json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 with a one-line message on bad input)."""
+    """Command-line entry point; returns the exit status (2 with a one-line message on bad input).
+
+    Arguments and output paths are checked before any image is read; the files written (``--out``,
+    ``--json``) appear complete or not at all."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        _check_arguments(args)
         if args.command == "match":
-            match = presence_matching(args.predict_dir, args.gt_dir, args.num_classes, workers=args.workers)
+            pred_present, gt_present = folder_presence(args.predict_dir, args.gt_dir, args.num_classes,
+                                                       workers=args.workers)
+            match = match_from_presence(pred_present, gt_present)
             save_match(match, args.out)
-            print(f"matched {len(match) - 1} predicted ids to categories -> {args.out}")
+            print(f"matched {len(match) - 1} predicted ids to categories over {len(pred_present)} images "
+                  f"-> {args.out}")
             return 0
         match = None if args.match is None else load_match(args.match, args.num_classes)
-        scores = evaluate_folders(args.predict_dir, args.gt_dir, args.num_classes, match=match, workers=args.workers)
-    except (OSError, ValueError) as error:  # missing files; encodings, sizes, ids (LabelEncodingError)
+        total = score_folders(args.predict_dir, args.gt_dir, args.num_classes, match=match, workers=args.workers)
+        scores = total.compute()
+        print(f"scored {total.n_images} images ({args.predict_dir} against {args.gt_dir})")
+        print(format_scores(scores))
+        if args.json is not None:
+            write_json(args.json, scores)
+    except (OSError, ValueError) as error:  # missing files; encodings, sizes, ids (LabelEncodingError); options
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 2
-    print(format_scores(scores))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(scores, indent=1) + "\n")
     return 0
 
 
