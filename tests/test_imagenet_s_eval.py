@@ -2,6 +2,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -450,3 +451,91 @@ def test_cli_errors_are_clear(toy_layout, tmp_path, capsys):
         presence_matching(grey, gt_dir, num_classes, workers=1)
     failed = run_cli("evaluate", "--predict-dir", missing, "--gt-dir", gt_dir, "--num-classes", num_classes)
     assert failed.returncode == 2 and "predictions are missing" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def copy_layout(source, target):
+    """A copy of a <class>/<name>.png folder (so that a test can damage some of its files)."""
+    for path in source.glob("*/*.png"):
+        (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        (target / path.relative_to(source)).write_bytes(path.read_bytes())
+    return target
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_every_unreadable_file_is_named(toy_layout, tmp_path, capsys):
+    root, gt_dir, num_classes, _ = toy_layout
+    pred_dir = copy_layout(root / "permuted", tmp_path / "pred")
+    files = sorted(pred_dir.glob("*/*.png"))
+    damaged = [files[0], files[-1]]  # in different chunks of the process pool
+    truncate(damaged[0])
+    damaged[1].write_bytes(b"not a png")
+    for workers in (1, 2):
+        with pytest.raises(LabelEncodingError) as error:
+            evaluate_folders(pred_dir, gt_dir, num_classes, workers=workers)
+        assert "2 of the 40 label files (20 pairs)" in str(error.value)
+        assert all(str(path) in str(error.value) for path in damaged), str(error.value)
+    with pytest.raises(LabelEncodingError, match="truncated"):
+        presence_matching(pred_dir, gt_dir, num_classes, workers=1)
+    assert main(["evaluate", "--predict-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--num-classes",
+                 str(num_classes), "--workers", "1"]) == 2
+    message = capsys.readouterr().err
+    assert all(str(path) in message for path in damaged) and "Traceback" not in message
+    with pytest.raises(LabelEncodingError, match=f"{damaged[0]}: cannot be read as a PNG"):
+        read_imagenet_s_png(damaged[0])
+
+
+def test_upper_case_png_files_are_scored_and_counted(tmp_path, capsys):
+    pairs = random_pairs(np.random.default_rng(4), 3, num_classes=3)[:3]
+    names = ["a/x.png", "a/y.PNG", "b/z.PNG"]
+    prediction_names = ["a/x.png", "a/y.png", "b/z.PNG"]  # the suffix's case may differ between the folders
+    for (pred, gt), name, prediction_name in zip(pairs, names, prediction_names):
+        write_imagenet_s_png(tmp_path / "gt" / name, gt)
+        write_imagenet_s_png(tmp_path / "pred" / prediction_name, pred)
+    assert_scores_equal(evaluate_folders(tmp_path / "pred", tmp_path / "gt", 3, workers=1), evaluate_arrays(pairs, 3))
+    assert main(["evaluate", "--predict-dir", str(tmp_path / "pred"), "--gt-dir", str(tmp_path / "gt"),
+                 "--num-classes", "3", "--workers", "1"]) == 0
+    assert "scored 3 images" in capsys.readouterr().out
+    assert main(["match", "--predict-dir", str(tmp_path / "pred"), "--gt-dir", str(tmp_path / "gt"),
+                 "--num-classes", "3", "--workers", "1", "--out", str(tmp_path / "m.json")]) == 0
+    assert "over 3 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, flag", [("evaluate", "--json"), ("match", "--out")])
+@pytest.mark.parametrize("where", ["folder", "under a file"])
+def test_output_paths_are_checked_before_any_image_is_read(toy_layout, tmp_path, capsys, monkeypatch,
+                                                           command, flag, where):
+    root, gt_dir, num_classes, _ = toy_layout
+    reads = []
+    monkeypatch.setattr("course_lib.evaluation.imagenet_s.read_imagenet_s_png",
+                        lambda *args, **kwargs: reads.append(args) or read_imagenet_s_png(*args, **kwargs))
+    (tmp_path / "a_file").write_text("")
+    target = tmp_path / "a_folder" if where == "folder" else tmp_path / "a_file" / "out.json"
+    (tmp_path / "a_folder").mkdir()
+    assert main([command, "--predict-dir", str(root / "permuted"), "--gt-dir", str(gt_dir), "--num-classes",
+                 str(num_classes), "--workers", "1", flag, str(target)]) == 2
+    message = capsys.readouterr().err
+    assert flag in message and str(target) in message and "Traceback" not in message
+    assert reads == []  # failed at once, not after scoring every image
+
+
+@pytest.mark.parametrize("command, flag", [("evaluate", "--json"), ("match", "--out")])
+def test_output_files_are_replaced_only_when_complete(toy_layout, tmp_path, capsys, monkeypatch, command, flag):
+    root, gt_dir, num_classes, _ = toy_layout
+    target = tmp_path / "result.json"
+    target.write_text('{"from": "an earlier run"}\n')
+    original_write_text = Path.write_text
+
+    def interrupted(self, text, *args, **kwargs):  # the disk fills up half-way through the file
+        original_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    assert main([command, "--predict-dir", str(root / "permuted"), "--gt-dir", str(gt_dir), "--num-classes",
+                 str(num_classes), "--workers", "1", flag, str(target)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert target.read_text() == '{"from": "an earlier run"}\n'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["result.json"]  # no partial file left behind

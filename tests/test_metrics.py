@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -23,7 +25,8 @@ def test_hand_computed_iou_and_ignore():
     preds = torch.tensor([1, 1, 0, 0, 1, 0, 5])  # 5 is out of range, dropped as in STEGO
     metrics = UnsupervisedMetrics(3)
     metrics.update(preds, labels)
-    result = metrics.compute()
+    with pytest.warns(RuntimeWarning, match="1 of 6 labelled pixels"):
+        result = metrics.compute()
     # matching: cluster 1 -> class 0, cluster 0 -> class 1; class 2 has no valid pixel
     # class 0: tp 2, fp 1, fn 0 -> 2/3; class 1: tp 2, fp 0, fn 1 -> 2/3; class 2 undefined
     assert result["mIoU"] == pytest.approx(100 * 2 / 3)
@@ -90,3 +93,31 @@ def test_accumulates_over_batches_and_devices_like_one_update():
         parts.update(p, l)
     assert torch.equal(whole.stats, parts.stats)
     assert whole.compute()["mIoU"] == pytest.approx(parts.compute()["mIoU"])
+
+
+def test_predictions_outside_every_cluster_warn_once_with_their_count():
+    labels = torch.tensor([0, 0, 1, 1, -1])
+    preds = torch.tensor([0, 9, 9, -3, 7])  # one usable pixel; 7 lies on an unlabelled pixel and is not counted
+    metrics = UnsupervisedMetrics(2)
+    metrics.update(preds, labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = metrics.compute(), metrics.compute()
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "3 of 4 labelled pixels" in messages[0] and "0..1" in messages[0]
+    # STEGO's numbers are kept: only the one in-range pixel is scored
+    assert first["mIoU"] == second["mIoU"] == pytest.approx(100.0)
+    assert metrics.n_out_of_range == 3 and metrics.n_labelled == 4
+    metrics.reset()
+    assert metrics.n_out_of_range == 0
+
+
+def test_extra_clusters_are_cluster_ids_and_do_not_warn():
+    metrics = UnsupervisedMetrics(2, extra_clusters=2)
+    metrics.update(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 1, 0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics.compute()
+    metrics.update(torch.tensor([4]), torch.tensor([0]))
+    with pytest.warns(RuntimeWarning, match=r"1 of 5 labelled pixels .* outside the cluster ids 0..3"):
+        metrics.compute()

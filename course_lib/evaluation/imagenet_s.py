@@ -57,14 +57,13 @@ import functools
 import json
 import os
 import sys
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from ..cli import write_json
+from ..cli import ArgumentParser, int_range, positive_int, prepare_out, write_json
 from ..config import ConfigError, progress
 from ..data.label_png import IMAGENET_S_IGNORE, IMAGENET_S_OTHER, LabelEncodingError, read_imagenet_s_png
 from .boundary import inner_boundary
@@ -600,7 +599,7 @@ def format_scores(scores: Mapping[str, float | None]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m course_lib.evaluation.imagenet_s",
         description="ImageNet-S evaluation (mIoU, boundary mIoU, Img-Acc, F-measure, mIoU by object size) "
                     "and the unsupervised presence matching, on <class>/<name>.png label folders (id = R + 256·G).")
@@ -610,8 +609,9 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--predict-dir", required=True, type=Path, help="predictions P/<class>/<name>.png")
         command.add_argument("--gt-dir", required=True, type=Path, help="ground truth G/<class>/<name>.png")
-        command.add_argument("--num-classes", required=True, type=int, help="K (50, 300 or 919 for ImageNet-S)")
-        command.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+        command.add_argument("--num-classes", required=True, type=int_range(1, IMAGENET_S_IGNORE - 1),
+                             help="K (50, 300 or 919 for ImageNet-S)")
+        command.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
         if name == "evaluate":
             command.add_argument("--match", type=Path, help="JSON from the 'match' command, applied first")
             command.add_argument("--json", type=Path, help="also write the scores to this JSON file")
@@ -625,28 +625,9 @@ def _check_output_file(path: Path, flag: str, example: str) -> None:
     created or written (a :class:`~course_lib.config.ConfigError` naming ``flag``)."""
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder: give a file name, e.g. {path / example}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".{path.name}.write-test-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"{flag} {path}: cannot write in {path.parent} ({error.strerror or error}); "
-                          f"give another {flag}") from None
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    """Every argument, before any work: --num-classes, --workers, and that --json / --out can be written."""
-    try:
-        _check_num_classes(args.num_classes)
-    except ValueError as error:
-        raise ConfigError(f"--num-classes: {error} (50, 300 or 919 for ImageNet-S)") from None
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    if args.command == "match":
-        _check_output_file(args.out, "--out", "match.json")
-    elif args.json is not None:
-        _check_output_file(args.json, "--json", "scores.json")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {path.parent} is a file, not a folder: give another {flag}")
+    prepare_out(path.parent, flag)  # creates the folder and checks that it can be written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -657,8 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        _check_arguments(args)
         if args.command == "match":
+            _check_output_file(args.out, "--out", "match.json")
             pred_present, gt_present = folder_presence(args.predict_dir, args.gt_dir, args.num_classes,
                                                        workers=args.workers)
             match = match_from_presence(pred_present, gt_present)
@@ -666,6 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"matched {len(match) - 1} predicted ids to categories over {len(pred_present)} images "
                   f"-> {args.out}")
             return 0
+        if args.json is not None:
+            _check_output_file(args.json, "--json", "scores.json")
         match = None if args.match is None else load_match(args.match, args.num_classes)
         total = score_folders(args.predict_dir, args.gt_dir, args.num_classes, match=match, workers=args.workers)
         scores = total.compute()

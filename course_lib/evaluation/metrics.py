@@ -6,10 +6,17 @@ Hungarian algorithm on that matrix (``scipy.optimize.linear_sum_assignment``, ma
 and reports, in percent, the mean IoU = TP / (TP + FP + FN) over the classes whose IoU is defined
 and the pixel accuracy. ``hungarian=False`` is the identity mapping used for linear probes.
 
+Predictions outside ``0..K-1`` are left out of the matrix, as STEGO's code does; those outside every
+cluster id (``0..K-1+extra_clusters``) point to a bug in the caller (one valid pixel among them would
+score 100), so :meth:`UnsupervisedMetrics.compute` warns once, with their count, while keeping STEGO's
+numbers.
+
 Reference: Hamilton et al., "Unsupervised Semantic Segmentation by Distilling Feature
 Correspondences" (STEGO, ICLR 2022), evaluation in the official code's ``UnsupervisedMetrics``.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -48,18 +55,28 @@ class UnsupervisedMetrics:
         """Forget everything accumulated so far."""
         self.stats = torch.zeros(self.n_clusters, self.n_classes, dtype=torch.int64)
         self.cluster_to_class: torch.Tensor | None = None
+        self.n_labelled = 0
+        """Pixels with a label in ``0..K-1`` seen so far."""
+        self.n_out_of_range = 0
+        """Of those, pixels whose prediction lies outside ``0..K-1+extra_clusters`` (not a cluster id)."""
+        self._warned = False
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
         """Accumulate a batch. ``preds`` and ``labels`` are integer tensors of the same shape
-        (e.g. B×H×W); labels < 0 (or ≥ K) are ignored."""
+        (e.g. B×H×W); labels < 0 (or ≥ K) are ignored, and so are predictions outside ``0..K-1`` (STEGO's
+        semantics; those that are no cluster id at all are counted in :attr:`n_out_of_range`)."""
         preds, labels = torch.as_tensor(preds), torch.as_tensor(labels)
         if preds.shape != labels.shape:
             raise ValueError(f"preds {tuple(preds.shape)} and labels {tuple(labels.shape)} must have the same shape")
         if preds.is_floating_point() or labels.is_floating_point():
             raise TypeError("preds and labels must be integer tensors (cluster / class ids), not scores")
         preds, labels = preds.reshape(-1).long(), labels.reshape(-1).to(preds.device).long()
-        keep = (labels >= 0) & (labels < self.n_classes) & (preds >= 0) & (preds < self.n_classes)
+        labelled = (labels >= 0) & (labels < self.n_classes)
+        no_cluster = labelled & ((preds < 0) | (preds >= self.n_clusters))
+        self.n_labelled += int(labelled.sum())
+        self.n_out_of_range += int(no_cluster.sum())
+        keep = labelled & (preds >= 0) & (preds < self.n_classes)
         flat = preds[keep] * self.n_classes + labels[keep]
         counts = torch.bincount(flat, minlength=self.n_clusters * self.n_classes)
         self.stats += counts.reshape(self.n_clusters, self.n_classes).cpu()
@@ -86,6 +103,13 @@ class UnsupervisedMetrics:
     def compute(self) -> dict:
         """Returns ``{"mIoU", "accuracy"}`` in percent, ``"iou"`` (per-class, NaN where undefined)
         and ``"assignment"`` (cluster id → class id, -1 for an unmatched cluster)."""
+        if self.n_out_of_range and not self._warned:
+            self._warned = True
+            warnings.warn(f"UnsupervisedMetrics: {self.n_out_of_range} of {self.n_labelled} labelled pixels have "
+                          f"predictions outside the cluster ids 0..{self.n_clusters - 1} (n_classes={self.n_classes}, "
+                          f"extra_clusters={self.extra_clusters}); they are left out of the scores, as in STEGO's "
+                          "evaluation: check the predictions (or n_classes / extra_clusters)",
+                          RuntimeWarning, stacklevel=2)
         if self.stats.sum() == 0:
             raise ValueError("UnsupervisedMetrics.compute() called before any valid pixel was accumulated")
         histogram = self._matched_histogram().double()
