@@ -447,7 +447,7 @@ class Pipeline:
     def run_labels(self) -> str | None:
         if self._reusable("labels", self.path(*STEP_OUTPUTS["cluster"])):
             return "reused"
-        clusters = torch.load(self.path(*STEP_OUTPUTS["cluster"]))
+        clusters = torch.load(self.path(*STEP_OUTPUTS["cluster"]), weights_only=True)
         centroids = clusters["attention"]["centroids"]
         names = []
         for name, ids, attention in self._raw_maps("validation", centroids):

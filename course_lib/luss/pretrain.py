@@ -209,7 +209,7 @@ class SwAVQueueSlot:
         self.queue: SwAVQueue | None = None
         if self.length > 0 and path.is_file():
             self.queue = self._new()
-            self.queue.load_state_dict(torch.load(path, map_location="cpu"))
+            self.queue.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
     def _new(self) -> SwAVQueue:
         return SwAVQueue(len(self.config.crops_for_assign), self.length, self.config.feat_dim, self.processes.device)

@@ -14,7 +14,6 @@ most 2 iterations (:func:`course_lib.cli.cap_steps`).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
-from ..cli import cap_steps
+from ..cli import cap_steps, save_atomic
 from ..config import progress
 from ..distributed import DistContext
 
@@ -112,12 +111,10 @@ def build_optimizer(parameters: Iterable[nn.Parameter], name: str, lr: float, we
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """``torch.save`` to a temporary file renamed into place: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    """``torch.save`` to a temporary file renamed into place (:func:`course_lib.cli.save_atomic`): a crash
+    never leaves half a checkpoint."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(state, path)
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
@@ -125,7 +122,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist; run the step that writes it first")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)   # a run folder can come from anywhere
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,

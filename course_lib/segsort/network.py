@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cli import save_atomic
 from ..config import ConfigError, progress
 from ..data.transforms import normalize
 from ..models.resnet import IMAGENET_WEIGHTS, load_imagenet_weights
@@ -137,7 +138,7 @@ def build_embedding_net(arch: str = "toy", embedding_dim: int = EMBEDDING_DIM, w
 def save_embedding_net(net: nn.Module, path: str | os.PathLike, config: dict) -> None:
     """Save weights and the ``config`` that rebuilds the network (``arch``, ``embedding_dim``, ...)."""
     net = getattr(net, "module", net)   # unwrap DistributedDataParallel
-    torch.save({"config": config, "state_dict": net.state_dict()}, path)
+    save_atomic({"config": config, "state_dict": net.state_dict()}, path)
 
 
 def load_embedding_net(path: str | os.PathLike = TOY_CHECKPOINT,
@@ -148,7 +149,7 @@ def load_embedding_net(path: str | os.PathLike = TOY_CHECKPOINT,
     if not path.is_file():
         raise FileNotFoundError(f"no SegSort checkpoint at {path}; train one with "
                                 "`python -m course_lib.segsort.train --profile toy --out DIR` (DIR/segsort.pt)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)   # tensors and plain config values only
     config = saved["config"]
     net = build_embedding_net(config["arch"], config["embedding_dim"])
     net.load_state_dict(saved["state_dict"])
