@@ -18,11 +18,6 @@ except SystemExit:
 print("loaded:", *sorted(name for name in {modules!r} if name in sys.modules))
 """
 
-DATA_PACKAGE_IS_EAGER = pytest.mark.xfail(
-    strict=True, reason="course_lib/data/__init__.py imports every dataset module (torch, scikit-image) "
-                        "whenever label_png is imported; it needs the lazy exports of course_lib.lazy_exports")
-
-
 def loaded(statement: str, modules: list[str], argv: tuple[str, ...] = ("python",)) -> set[str]:
     """The names among ``modules`` that a fresh interpreter has loaded after running ``statement``."""
     code = PROBE.format(argv=list(argv), statement=statement, modules=modules)
@@ -44,7 +39,6 @@ def test_the_evaluator_loads_no_torchvision_sklearn_or_matplotlib(entry):
     assert loaded(statement, ["torchvision", "sklearn", "matplotlib", "scipy.optimize"], argv) == set()
 
 
-@DATA_PACKAGE_IS_EAGER
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_the_evaluator_loads_neither_torch_nor_skimage(entry):
     statement, argv = ENTRY_POINTS[entry]
@@ -60,5 +54,10 @@ def test_lazy_package_exports_still_resolve():
     assert {"load_backbone", "FeatureCache", "build_resnet"} <= set(models.__all__)
     assert evaluation.crf.dense_crf is dense_crf and evaluation.imagenet_s.METRIC_KEYS[0] == "mIoU"
     assert "imagenet_s" in dir(evaluation) and "VisionTransformer" in dir(models)
+    from course_lib import data
+    from course_lib.data.toyworld import ToyWorld
+
+    assert data.ToyWorld is ToyWorld and "VOC2012" in data.__all__ and "hub" in dir(data)
+    assert models.CorruptWeightsError.__name__ == "CorruptWeightsError"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         evaluation.nope  # noqa: B018

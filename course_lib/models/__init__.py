@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from .. import lazy_exports
 
 if TYPE_CHECKING:
-    from .backbones import BACKBONES, WeightsNotFoundError, load_backbone, toy_vit_path
+    from .backbones import BACKBONES, CorruptWeightsError, WeightsNotFoundError, load_backbone, toy_vit_path
     from .features import FeatureCache, FeatureSet, extract_features, toy_features
     from .resnet import RESNET_SPECS, ResNet, build_resnet
     from .vit import VisionTransformer
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "backbones": ("BACKBONES", "WeightsNotFoundError", "load_backbone", "toy_vit_path"),
+    "backbones": ("BACKBONES", "CorruptWeightsError", "WeightsNotFoundError", "load_backbone", "toy_vit_path"),
     "features": ("FeatureCache", "FeatureSet", "extract_features", "toy_features"),
     "resnet": ("RESNET_SPECS", "ResNet", "build_resnet"),
     "vit": ("VisionTransformer",),
