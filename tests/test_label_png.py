@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -43,3 +45,19 @@ def test_wrong_encodings_are_named(tmp_path):
     assert read_index_png(gray).dtype == np.int64
     with pytest.raises(LabelEncodingError, match="H×W"):
         encode_imagenet_s(np.zeros((2, 2, 3)))
+
+
+def test_write_is_atomic_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "cls" / "a.png"
+    old = np.array([[0, 1], [2, 1000]])
+    write_imagenet_s_png(path, old)
+
+    def crash(self, target, *args, **kwargs):   # Ctrl-C after the first bytes of the PNG were written
+        Path(target).write_bytes(b"\x89PNG\r\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_imagenet_s_png(path, np.zeros((2, 2), dtype=np.int64))
+    np.testing.assert_array_equal(read_imagenet_s_png(path), old)
+    assert [p.name for p in path.parent.iterdir()] == ["a.png"]   # no partial file left behind

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..cli import replace_when_written
 from ..config import CourseError
 
 IMAGENET_S_OTHER = 0
@@ -50,10 +51,11 @@ def decode_imagenet_s(rgb: np.ndarray, source: str | Path = "label image") -> np
 
 
 def write_imagenet_s_png(path: str | Path, label: np.ndarray) -> None:
-    """Save an H×W id map as an ImageNet-S RGB label PNG (creates parent folders)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(encode_imagenet_s(label), mode="RGB").save(path)
+    """Save an H×W id map as an ImageNet-S RGB label PNG (creates parent folders). The file appears under its
+    name only once completely written (:func:`course_lib.cli.replace_when_written`), so an interrupted run never
+    leaves a half-written label that a later read would take as a finished one."""
+    with replace_when_written(path) as partial:
+        Image.fromarray(encode_imagenet_s(label), mode="RGB").save(partial, format="PNG")
 
 
 def read_imagenet_s_png(path: str | Path, num_classes: int | None = None,
