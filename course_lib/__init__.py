@@ -26,6 +26,9 @@ def lazy_exports(package: str, exports: Mapping[str, Iterable[str]], submodules:
     """
     module_of = {name: module for module, names in exports.items() for name in names}
     submodules = frozenset(submodules) | frozenset(exports)
+    if clashes := sorted(set(module_of) & submodules):
+        # importing such a submodule rebinds the package attribute to the module, whichever was meant
+        raise ValueError(f"{package}: exported names {clashes} are also submodule names; import them from the submodule")
     namespace = importlib.import_module(package).__dict__
 
     def __getattr__(name: str) -> Any:

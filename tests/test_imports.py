@@ -61,3 +61,10 @@ def test_lazy_package_exports_still_resolve():
     assert models.CorruptWeightsError.__name__ == "CorruptWeightsError"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         evaluation.nope  # noqa: B018
+
+
+def test_an_export_named_like_a_submodule_is_refused():
+    from course_lib import lazy_exports
+
+    with pytest.raises(ValueError, match="five_crop"):
+        lazy_exports("course_lib.data", {"five_crop": ("five_crop",)})

@@ -16,7 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import progress
-from ..data import CenterCrop, Cityscapes27, CocoStuff27, Compose, Resize, ToyWorld, five_crop
+from ..data import CenterCrop, Cityscapes27, CocoStuff27, Compose, Resize, ToyWorld
+from ..data.five_crop import five_crop
 from ..data.five_crop import five_crop_dataset
 from ..data.transforms import resize_pair
 from ..models.features import FeatureCache, FeatureSet, run_backbone
