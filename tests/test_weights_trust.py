@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ def write_bad_file(path: Path, kind: str, model: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     good = official_weights_bytes(model)
     if kind == "garbage":
-        path.write_bytes(os.urandom(5000))
+        path.write_bytes(random.Random(0).randbytes(5000))   # fixed bytes: the same failure on every run
     elif kind == "truncated":
         path.write_bytes(good[: len(good) // 2])
     elif kind == "empty":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
@@ -95,6 +96,9 @@ def read_weights(path: str | Path | BinaryIO, name: str | None = None) -> dict:
     except EOFError:
         raise _corrupt(path, name, "it ends too early (a truncated file)") from None
     except Exception as error:  # noqa: BLE001  (the zip reader's OSError / RuntimeError on a damaged archive)
+        if not zipfile.is_zipfile(path):   # neither torch's zip format nor a pickle the safe loader can read
+            raise _corrupt(path, name, "it is not a PyTorch weight file (the safe loader, weights_only=True, "
+                                       f"cannot read it: {type(error).__name__})") from None
         first_line = (str(error).splitlines() or [""])[0][:160]
         raise _corrupt(path, name, f"torch.load cannot read it, it is truncated or damaged "
                                    f"({type(error).__name__}: {first_line})") from None
