@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
@@ -96,7 +95,9 @@ def read_weights(path: str | Path | BinaryIO, name: str | None = None) -> dict:
     except EOFError:
         raise _corrupt(path, name, "it ends too early (a truncated file)") from None
     except Exception as error:  # noqa: BLE001  (the zip reader's OSError / RuntimeError on a damaged archive)
-        if not zipfile.is_zipfile(path):   # neither torch's zip format nor a pickle the safe loader can read
+        with open(path, "rb") as file:
+            zip_format = file.read(4) == b"PK\x03\x04"   # torch's format since 1.6 (a truncated one lacks its end)
+        if not zip_format:   # neither torch's zip format nor a pickle the safe loader can read
             raise _corrupt(path, name, "it is not a PyTorch weight file (the safe loader, weights_only=True, "
                                        f"cannot read it: {type(error).__name__})") from None
         first_line = (str(error).splitlines() or [""])[0][:160]
