@@ -19,11 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def empty_course(tmp_path, monkeypatch):
+def empty_course(empty_course_folders, tmp_path, monkeypatch):
     """Empty data and cache folders, the full profile, no smoke."""
-    for name in ("COURSE_DATA", "COURSE_CACHE"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / name))
     monkeypatch.setenv("COURSE_PROFILE", "full")
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
     return tmp_path

@@ -23,11 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def course(tmp_path, monkeypatch):
+def course(empty_course_folders, tmp_path, monkeypatch):
     """Empty cache and data folders, toy profile, no smoke, no debug."""
-    for name in ("COURSE_DATA", "COURSE_CACHE"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / name))
     monkeypatch.setenv("TQDM_DISABLE", "1")
     for name in ("COURSE_PROFILE", "COURSE_SMOKE", "COURSE_DEBUG"):
         monkeypatch.delenv(name, raising=False)
