@@ -77,6 +77,7 @@ from torch.utils.data import Dataset, Subset
 
 from .. import cli
 from .. import config as course_config
+from ..deviations import Deviation
 from ..data.folders import resolve_root
 from ..data.imagenet_s import ImageNetS
 from ..data.label_png import read_imagenet_s_png, write_imagenet_s_png
@@ -760,3 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_summary(metrics))
         print(f"total {time.perf_counter() - start:.0f} s; metrics in {out / 'metrics.json'}")
     return 0
+
+
+OFFICIAL_DEVIATIONS: tuple[Deviation, ...] = ()
+"""Where this method's full preset still differs from the official code (:mod:`course_lib.deviations`)."""

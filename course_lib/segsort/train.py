@@ -62,6 +62,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .. import cli
 from .. import config as course_config
 from ..data import ToyWorld, VOC2012, normalize
+from ..deviations import Deviation
 from ..data.transforms import crop_pair, resize_pair
 from ..data.toyworld import MAX_SIZE as TOY_MAX_SIZE, MIN_SIZE as TOY_MIN_SIZE
 from ..distributed import init_distributed
@@ -557,3 +558,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     cli.run_cli(main)
+
+
+OFFICIAL_DEVIATIONS: tuple[Deviation, ...] = ()
+"""Where this method's full preset still differs from the official code (:mod:`course_lib.deviations`)."""

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from ..deviations import Deviation
+
 
 @dataclass(frozen=True)
 class StegoConfig:
@@ -154,3 +156,7 @@ def stego_config(dataset: str = "toy", backbone: str | None = None, **overrides)
         if backbone is not None:
             base = replace(base, backbone=backbone)
     return replace(base, **overrides) if overrides else base
+
+
+OFFICIAL_DEVIATIONS: tuple[Deviation, ...] = ()
+"""Where this method's full preset still differs from the official code (:mod:`course_lib.deviations`)."""
