@@ -51,3 +51,7 @@ def markdown_table(rows: Sequence[dict] | None = None) -> str:
         cells = [str(row[column]).replace("|", "\\|").replace("\n", " ") for column in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m course_lib.deviations: the table the README carries
+    print(markdown_table())

@@ -28,3 +28,8 @@ def test_markdown_table_has_one_line_per_deviation_and_escapes_pipes():
     table = markdown_table(rows).splitlines()
     assert len(table) == 3 and "a\\|b" in table[2]
     assert len(markdown_table().splitlines()) == 2 + len(official_deviations())
+
+
+def test_readme_carries_the_current_table():
+    readme = (TESTS.parent / "README.md").read_text()
+    assert markdown_table() in readme, "README is stale: paste `python -m course_lib.deviations` into it"
