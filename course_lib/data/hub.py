@@ -82,6 +82,34 @@ WEIGHTS: dict[str, RemoteFile] = {
 }
 
 
+# ------------------------------------------------------------------------------------ DINOv2 weights
+# facebookresearch/dinov2 (commit b8931f7), dinov2/hub/utils.py:14-20 and dinov2/hub/backbones.py:57-59: the
+# backbone-only checkpoints <base>/<arch>/<arch>[_reg4]_pretrain.pth, loaded with a strict load_state_dict.
+# Meta publishes no checksum (the hub loads them with torch.hub.load_state_dict_from_url, hash unchecked), so
+# they are treated as the DINO files: trusted on first use (get_weights.py prints and records the SHA-256
+# beside the file, <file>.sha256) and verified by a strict load into the architecture.
+_DINOV2 = "https://dl.fbaipublicfiles.com/dinov2"
+_DINOV2_SOURCE = ("none published (facebookresearch/dinov2 README and dinov2/hub/backbones.py give only the URLs; "
+                  "load_state_dict_from_url checks no hash)")
+
+WEIGHTS.update({
+    model: RemoteFile(
+        name=model,
+        url=f"{_DINOV2}/{arch}/{arch}{suffix}_pretrain.pth",
+        filename=f"{arch}{suffix}_pretrain.pth",
+        checksum_known=False,
+        checksum_source=_DINOV2_SOURCE,
+        description=description,
+    )
+    for model, arch, suffix, description in [
+        ("dinov2_vits14", "dinov2_vits14", "", "DINOv2 ViT-S/14 backbone (21M parameters)"),
+        ("dinov2_vitb14", "dinov2_vitb14", "", "DINOv2 ViT-B/14 backbone (86M parameters)"),
+        ("dinov2_vits14_reg", "dinov2_vits14", "_reg4", "DINOv2 ViT-S/14 backbone with 4 registers (21M parameters)"),
+        ("dinov2_vitb14_reg", "dinov2_vitb14", "_reg4", "DINOv2 ViT-B/14 backbone with 4 registers (86M parameters)"),
+    ]
+})
+
+
 # ---------------------------------------------------------------------- torchvision ImageNet ResNets
 # torchvision.models.ResNet{18,50,101}_Weights.IMAGENET1K_V1: the ImageNet initialisation SegSort starts
 # from. torchvision names each file after the first 8 hex digits of its SHA-256 and verifies exactly that

@@ -1,12 +1,14 @@
 """``load_backbone(name)``: every backbone of the course behind one call.
 
 - ``"toy_vit"``: the tiny ViT-8 trained by our DINO on the toy world, shipped in ``course_lib/assets``.
-- ``"dino_vits8" | "dino_vits16" | "dino_vitb8" | "dino_vitb16"``: the official DINO checkpoints, read
-  from ``COURSE_CACHE/weights`` (``python data_scripts/get_weights.py --model NAME`` fetches them).
+- ``"dino_vits8" | "dino_vits16" | "dino_vitb8" | "dino_vitb16"``: the official DINO checkpoints, and
+  ``"dinov2_vits14" | "dinov2_vitb14" | "dinov2_vits14_reg" | "dinov2_vitb14_reg"``: the official DINOv2 ones
+  (patch 14; ``_reg``: 4 register tokens), read from ``COURSE_CACHE/weights`` under their official file names
+  (``python data_scripts/get_weights.py --model NAME`` fetches them).
 - ``"resnet18" | "resnet50"``: torchvision ResNets with random weights (PASS trains them itself).
 
 Every backbone is returned in eval mode, with ``.patch_size`` and ``.patch_features(x)`` (ImageNet-normalised
-B×3×H×W → B×C×h×w); none normalises its input itself.
+B×3×H×W → B×C×h×w; DINOv2 takes the same normalisation as DINO); none normalises its input itself.
 
 Weight files are read with ``torch.load(weights_only=True)`` (:func:`read_weights`) and loaded strictly
 (:func:`load_state_strict`); a missing file raises :class:`WeightsNotFoundError`, an unusable one (not a PyTorch
@@ -28,11 +30,11 @@ from torch import nn
 from ..config import CourseError
 from ..data.hub import WEIGHTS, weights_path
 from .resnet import build_resnet
-from .vit import DINO_ARCHITECTURES, VisionTransformer, vit_from_name
+from .vit import VIT_ARCHITECTURES, VisionTransformer, vit_from_name
 
 TOY_VIT_ASSET = "toy_vit.pt"
 RESNETS = ("resnet18", "resnet50")
-BACKBONES = ("toy_vit", *DINO_ARCHITECTURES, *RESNETS)
+BACKBONES = ("toy_vit", *VIT_ARCHITECTURES, *RESNETS)
 
 
 class WeightsNotFoundError(CourseError, FileNotFoundError):
@@ -162,11 +164,11 @@ def _corrupt(path: object, name: str | None, reason: str) -> CorruptWeightsError
 
 def weights_architecture(name: str) -> nn.Module:
     """The architecture whose state dict the official file of ``name`` holds, on the ``meta`` device (no
-    memory, no initialisation cost): DINO's ViTs, or torchvision's ResNets with their classifier."""
+    memory, no initialisation cost): DINO's and DINOv2's ViTs, or torchvision's ResNets with their classifier."""
     import torchvision
 
     with torch.device("meta"):
-        if name in DINO_ARCHITECTURES:
+        if name in VIT_ARCHITECTURES:
             return vit_from_name(name)
         if name.startswith("resnet") and name in WEIGHTS:
             return getattr(torchvision.models, name)(weights=None)
@@ -178,7 +180,7 @@ def weights_problem(name: str, path: str | Path) -> str | None:
     ``torch.load(weights_only=True)`` as a state dict of the expected architecture (strict keys and shapes).
     ``data_scripts/get_weights.py`` checks every file with it, present or just downloaded."""
     try:
-        if name in DINO_ARCHITECTURES:
+        if name in VIT_ARCHITECTURES:
             load_dino_checkpoint(weights_architecture(name), path, name)
         else:
             state = read_weights(path, name)
@@ -209,7 +211,7 @@ def backbone_cache_key(name: str, backbone: nn.Module | None = None) -> str:
 
 def load_dino_checkpoint(model: VisionTransformer, path: str | Path | BinaryIO,
                          name: str | None = None) -> VisionTransformer:
-    """Load an official DINO backbone file into ``model`` with a strict ``load_state_dict``.
+    """Load an official DINO or DINOv2 backbone file into ``model`` with a strict ``load_state_dict``.
 
     Accepts the released backbone-only files and full training checkpoints (``teacher`` entry with
     ``backbone.`` / ``module.`` prefixes, as DINO's ``main_dino.py`` writes them). Read with
@@ -234,7 +236,7 @@ def load_backbone(name: str, device: str | torch.device | None = "cpu",
 
     Raises:
         ValueError: an unknown name.
-        WeightsNotFoundError: an official DINO file is missing (the message gives the fetch command);
+        WeightsNotFoundError: an official DINO / DINOv2 file is missing (the message gives the fetch command);
             :class:`CorruptWeightsError` (a subclass) when the file there is unusable.
     """
     if random_init:
@@ -246,9 +248,9 @@ def load_backbone(name: str, device: str | torch.device | None = "cpu",
             raise WeightsNotFoundError(f"the shipped toy backbone {path} is missing: reinstall course_lib or "
                                        "retrain it with `python -m course_lib.ssl.dino --out build/dino_toy`")
         model = load_toy_vit(path, random_init=random_init)
-    elif name in DINO_ARCHITECTURES and random_init:
+    elif name in VIT_ARCHITECTURES and random_init:
         model = vit_from_name(name)
-    elif name in DINO_ARCHITECTURES:
+    elif name in VIT_ARCHITECTURES:
         model = load_dino_checkpoint(vit_from_name(name), official_weights_file(name, weights_dir), name)
     elif name in RESNETS:
         model = build_resnet(name)

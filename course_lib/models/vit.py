@@ -1,4 +1,4 @@
-"""The DINO Vision Transformer, written in plain PyTorch, loading the official DINO checkpoints.
+"""The DINO and DINOv2 Vision Transformers, written in plain PyTorch, loading the official checkpoints.
 
 Architecture of Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (ICCV 2021),
 itself the ViT of Dosovitskiy et al. (ICLR 2021) with DeiT's sizes: a patch embedding (a P×P convolution
@@ -7,9 +7,17 @@ with stride P), a learnable [CLS] token, learnable position embeddings, ``depth`
 LayerNorm. The parameter names follow the official code, so ``dino_deitsmall8_pretrain.pth`` and friends
 load with a strict ``load_state_dict``.
 
-Inputs are images normalised with the ImageNet mean and std (``course_lib.data.normalize``): B×3×H×W.
-H and W need not equal the training size: the position embeddings are resized bicubically exactly as
-DINO's ``interpolate_pos_encoding`` does.
+DINOv2 (Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", TMLR 2024) keeps this
+block and adds, in the layout of ``facebookresearch/dinov2`` (``dinov2/models/vision_transformer.py``,
+``dinov2/layers/block.py``, ``dinov2/hub/backbones.py``): LayerScale γ after each residual branch
+(``blocks.N.ls1.gamma``, ``blocks.N.ls2.gamma``), the iBOT ``mask_token``, patch 14 with a 518-px position grid
+(37×37), and for the ``_reg`` models R = 4 register tokens (Darcet et al., "Vision Transformers Need Registers",
+ICLR 2024) placed between [CLS] and the patches. The ViT-S/B hub models are built with ``block_chunks=0``, so
+their files hold plain ``blocks.N.*`` keys, loaded here with a strict ``load_state_dict``.
+
+Inputs are images normalised with the ImageNet mean and std (``course_lib.data.normalize``): B×3×H×W, for
+DINO and DINOv2 alike. H and W need not equal the training size: the position embeddings are resized bicubically
+as the official ``interpolate_pos_encoding`` does (see :meth:`VisionTransformer.interpolate_pos_encoding`).
 """
 from __future__ import annotations
 
@@ -104,49 +112,94 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+class LayerScale(nn.Module):
+    """x ↦ γ ⊙ x with a learned per-channel γ ∈ R^D (CaiT's LayerScale; DINOv2's ``ls1`` / ``ls2``).
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+    γ starts at ``init_value``: 1.0, the ``init_values`` with which ``dinov2/hub/backbones.py`` builds the
+    released models (an untrained one then equals the block without LayerScale).
+    """
+
+    def __init__(self, dim: int, init_value: float = 1.0):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + γ₁ ⊙ Attn(LN(x)), then x + γ₂ ⊙ MLP(LN(x)).
+
+    Without ``layer_scale`` (DINO) γ₁ = γ₂ = 1 and the block has no ``ls1`` / ``ls2`` parameters.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, layer_scale: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = Attention(dim, num_heads)
+        self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 class VisionTransformer(nn.Module):
-    """DINO's ViT: ``VisionTransformer(patch_size, embed_dim, depth, num_heads)``.
+    """DINO's and DINOv2's ViT: ``VisionTransformer(patch_size, embed_dim, depth, num_heads, *, img_size=224,
+    layer_scale=False, num_register_tokens=0)``.
 
-    ViT-S: embed_dim 384, depth 12, 6 heads; ViT-B: 768, 12, 12 (patch 8 or 16). ``img_size`` sets the
-    number of learned position embeddings ((img_size / P)² + 1; 224 for the official weights).
-    ``conv_stem=True`` replaces the patchify projection by a small convolutional stem (toy backbone option).
+    ViT-S: embed_dim 384, depth 12, 6 heads; ViT-B: 768, 12, 12. ``img_size`` sets the number of learned
+    position embeddings ((img_size / P)² + 1): 224 for DINO (patch 8 or 16), 518 for DINOv2 (patch 14, 37×37).
+    The defaults are DINO (v1); ``layer_scale=True`` gives DINOv2's layout (LayerScale γ in every block and the
+    ``mask_token`` that every DINOv2 checkpoint holds), ``num_register_tokens`` = R extra learned tokens after
+    [CLS] (0, or 4 for the ``_reg`` models). ``interpolate_offset`` and ``interpolate_antialias`` choose how the
+    position grid is resized (:meth:`interpolate_pos_encoding`). ``conv_stem=True`` replaces the patchify
+    projection by a small convolutional stem (toy backbone option).
+
+    Tokens are ordered [CLS, registers, patches]: 1 + R + N with N = h·w, h = H // P, w = W // P.
 
     - ``forward(x)`` → B×D, the final-normed [CLS] token (what DINO's projection head receives).
     - ``patch_features(x)`` → B×D×h×w, the last block's patch tokens after the final norm.
-    - ``last_attention(x)`` → B×heads×(1+N)×(1+N), the last block's attention weights.
+    - ``last_attention(x)`` → B×heads×(1+R+N)×(1+R+N), the last block's attention weights.
     """
 
-    def __init__(self, patch_size: int = 16, embed_dim: int = 384, depth: int = 12, num_heads: int = 6,
-                 img_size: int = 224, mlp_ratio: float = 4.0, conv_stem: bool = False):
+    def __init__(self, patch_size: int = 16, embed_dim: int = 384, depth: int = 12, num_heads: int = 6, *,
+                 img_size: int = 224, mlp_ratio: float = 4.0, conv_stem: bool = False, layer_scale: bool = False,
+                 num_register_tokens: int = 0, interpolate_offset: float = 0.1,
+                 interpolate_antialias: bool = False):
         super().__init__()
+        if num_register_tokens < 0:
+            raise ValueError(f"num_register_tokens must be 0 or more, got {num_register_tokens}")
         self.patch_size, self.embed_dim, self.depth, self.num_heads = patch_size, embed_dim, depth, num_heads
         self.img_size = img_size
+        self.num_register_tokens = num_register_tokens
+        self.interpolate_offset, self.interpolate_antialias = interpolate_offset, interpolate_antialias
         self.patch_embed = (ConvPatchEmbed if conv_stem else PatchEmbed)(patch_size, embed_dim)
         grid = img_size // patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed_dim))
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        # learned, without position embedding (dinov2/models/vision_transformer.py, prepare_tokens_with_masks)
+        self.register_tokens = (nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim))
+                                if num_register_tokens else None)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, layer_scale) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
+        # iBOT's embedding of masked patches: used by DINOv2's training only, kept so its files load strictly
+        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim)) if layer_scale else None
         self._init_weights()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """1 + R: the tokens before the patches ([CLS] and the registers)."""
+        return 1 + self.num_register_tokens
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.register_tokens is not None:
+            nn.init.normal_(self.register_tokens, std=1e-6)  # as DINOv2's init_weights
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
@@ -156,27 +209,38 @@ class VisionTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def interpolate_pos_encoding(self, n_patches: int, height: int, width: int) -> torch.Tensor:
-        """Position embeddings for an H×W input: 1×(1+N)×D, the patch part resized bicubically.
+        """Position embeddings for an H×W input: 1×(1+N)×D, the patch part (√N₀ × √N₀) resized bicubically
+        to h×w = (H // P)×(W // P), computed in float32 and returned in the embeddings' dtype.
 
-        Follows DINO: identity when the token count matches and the input is square; otherwise a bicubic
-        ``interpolate`` with scale factors ((h + 0.1)/√N₀, (w + 0.1)/√N₀) (the 0.1 avoids floating-point
-        rounding to one patch too few).
+        Identity when the token count matches and the input is square. Otherwise, as DINO and DINOv2's
+        ``interpolate_pos_encoding``: with ``interpolate_offset`` o > 0 (DINO; DINOv2 without registers,
+        o = 0.1) ``F.interpolate`` gets the scale factors ((h + o)/√N₀, (w + o)/√N₀) (the offset avoids
+        rounding to one patch too few; torch also samples with these factors, so o changes the values);
+        with o = 0 (DINOv2 ``_reg`` models) it gets the size (h, w). ``interpolate_antialias`` is passed on
+        (off for DINO and DINOv2, on for the ``_reg`` models: ``dinov2/hub/backbones.py:107``). Official:
+        ``dinov2/models/vision_transformer.py:180-212`` (facebookresearch/dinov2 b8931f7).
         """
         trained = self.pos_embed.shape[1] - 1
         if n_patches == trained and height == width:
             return self.pos_embed
         side = int(math.sqrt(trained))
-        h0 = height // self.patch_size + 0.1
-        w0 = width // self.patch_size + 0.1
-        patch_pos = self.pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos, scale_factor=(h0 / side, w0 / side), mode="bicubic")
-        if patch_pos.shape[-2:] != (int(h0), int(w0)):
-            raise RuntimeError(f"position-embedding grid {tuple(patch_pos.shape[-2:])} != {(int(h0), int(w0))}")
+        rows, cols = height // self.patch_size, width // self.patch_size
+        pos_embed = self.pos_embed.float()
+        patch_pos = pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        if self.interpolate_offset:
+            resize = {"scale_factor": ((rows + self.interpolate_offset) / side,
+                                       (cols + self.interpolate_offset) / side)}
+        else:
+            resize = {"size": (rows, cols)}
+        patch_pos = F.interpolate(patch_pos, mode="bicubic", antialias=self.interpolate_antialias, **resize)
+        if patch_pos.shape[-2:] != (rows, cols):
+            raise RuntimeError(f"position-embedding grid {tuple(patch_pos.shape[-2:])} != {(rows, cols)}")
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, self.embed_dim)
-        return torch.cat((self.pos_embed[:, :1], patch_pos), dim=1)
+        return torch.cat((pos_embed[:, :1], patch_pos), dim=1).to(self.pos_embed.dtype)
 
     def prepare_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """B×3×H×W → B×(1+N)×D: patch tokens, [CLS] prepended, position embeddings added."""
+        """B×3×H×W → B×(1+R+N)×D: patch tokens, [CLS] prepended, position embeddings added, then the R
+        register tokens inserted after [CLS] (they get no position embedding)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected B×3×H×W normalised images, got shape {tuple(x.shape)}")
         if x.shape[-2] < self.patch_size or x.shape[-1] < self.patch_size:
@@ -184,10 +248,13 @@ class VisionTransformer(nn.Module):
         height, width = x.shape[-2:]
         tokens = self.patch_embed(x)
         tokens = torch.cat((self.cls_token.expand(len(x), -1, -1), tokens), dim=1)
-        return tokens + self.interpolate_pos_encoding(tokens.shape[1] - 1, height, width)
+        tokens = tokens + self.interpolate_pos_encoding(tokens.shape[1] - 1, height, width)
+        if self.register_tokens is not None:
+            tokens = torch.cat((tokens[:, :1], self.register_tokens.expand(len(x), -1, -1), tokens[:, 1:]), dim=1)
+        return tokens
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """All final-normed tokens: B×(1+N)×D."""
+        """All final-normed tokens: B×(1+R+N)×D."""
         tokens = self.prepare_tokens(x)
         for block in self.blocks:
             tokens = block(tokens)
@@ -201,13 +268,14 @@ class VisionTransformer(nn.Module):
         return x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
 
     def patch_features(self, x: torch.Tensor) -> torch.Tensor:
-        """B×3×H×W → B×D×h×w: last block's patch tokens after the final norm, [CLS] removed."""
+        """B×3×H×W → B×D×h×w: last block's patch tokens after the final norm, [CLS] and registers removed."""
         height, width = self.feature_grid(x)
-        tokens = self.forward_tokens(x)[:, 1:]
+        tokens = self.forward_tokens(x)[:, self.num_prefix_tokens:]
         return tokens.transpose(1, 2).reshape(len(x), self.embed_dim, height, width)
 
     def last_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """B×heads×(1+N)×(1+N): the last block's attention weights (row 0 = [CLS] attending to all)."""
+        """B×heads×(1+R+N)×(1+R+N): the last block's attention weights over [CLS, registers, patches]
+        (row 0 = [CLS] attending to all)."""
         tokens = self.prepare_tokens(x)
         for block in self.blocks[:-1]:
             tokens = block(tokens)
@@ -217,7 +285,7 @@ class VisionTransformer(nn.Module):
     def cls_attention_maps(self, x: torch.Tensor) -> torch.Tensor:
         """B×heads×h×w: how much the [CLS] token attends to each patch in the last block."""
         height, width = self.feature_grid(x)
-        attention = self.last_attention(x)[:, :, 0, 1:]
+        attention = self.last_attention(x)[:, :, 0, self.num_prefix_tokens:]
         return attention.reshape(len(x), -1, height, width)
 
 
@@ -227,10 +295,27 @@ DINO_ARCHITECTURES: dict[str, dict] = {
     "dino_vitb16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
     "dino_vitb8": dict(patch_size=8, embed_dim=768, depth=12, num_heads=12),
 }
+"""The official DINO backbones (224-px position grid; facebookresearch/dino ``hubconf.py``)."""
+
+_DINOV2 = dict(patch_size=14, depth=12, img_size=518, layer_scale=True)
+_REGISTERS = dict(num_register_tokens=4, interpolate_offset=0.0, interpolate_antialias=True)
+DINOV2_ARCHITECTURES: dict[str, dict] = {
+    "dinov2_vits14": dict(_DINOV2, embed_dim=384, num_heads=6),
+    "dinov2_vitb14": dict(_DINOV2, embed_dim=768, num_heads=12),
+    "dinov2_vits14_reg": dict(_DINOV2, embed_dim=384, num_heads=6, **_REGISTERS),
+    "dinov2_vitb14_reg": dict(_DINOV2, embed_dim=768, num_heads=12, **_REGISTERS),
+}
+"""The official DINOv2 ViT-S/14 and ViT-B/14 backbones, as facebookresearch/dinov2 (commit b8931f7) builds them:
+``dinov2/hub/backbones.py:21-28`` (img_size 518, patch 14, init_values 1.0 → LayerScale, block_chunks 0 → plain
+``blocks.N`` keys, antialias off, offset 0.1) and ``:106-108`` (the ``_reg`` models: 4 registers, antialias on,
+offset 0.0); ``dinov2/models/vision_transformer.py:55`` (qkv bias), ``:96`` (LayerNorm eps 1e-6), ``:169``
+(``mask_token`` 1×D)."""
+
+VIT_ARCHITECTURES: dict[str, dict] = {**DINO_ARCHITECTURES, **DINOV2_ARCHITECTURES}
 
 
 def vit_from_name(name: str) -> VisionTransformer:
-    """An untrained ViT with the architecture of the official DINO model ``name`` (224-px position grid)."""
-    if name not in DINO_ARCHITECTURES:
-        raise ValueError(f"unknown DINO model {name!r}; choose one of {', '.join(DINO_ARCHITECTURES)}")
-    return VisionTransformer(**DINO_ARCHITECTURES[name], img_size=224)
+    """An untrained ViT with the architecture of the official DINO or DINOv2 model ``name``."""
+    if name not in VIT_ARCHITECTURES:
+        raise ValueError(f"unknown DINO / DINOv2 model {name!r}; choose one of {', '.join(VIT_ARCHITECTURES)}")
+    return VisionTransformer(**VIT_ARCHITECTURES[name])
