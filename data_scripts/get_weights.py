@@ -1,9 +1,10 @@
-"""Download the weight files that the full profile loads: the official DINO checkpoints (backbone only)
-and torchvision's ImageNet ResNets (SegSort starts from ResNet-101).
+"""Download the weight files that the full profile loads: the official DINO and DINOv2 checkpoints (backbone
+only) and torchvision's ImageNet ResNets (SegSort starts from ResNet-101).
 
 Examples::
 
     python data_scripts/get_weights.py --model dino_vits8
+    python data_scripts/get_weights.py --model dinov2_vitb14_reg
     python data_scripts/get_weights.py --model resnet101
     python data_scripts/get_weights.py --model all --out-dir /big/disk/weights
 
@@ -11,8 +12,8 @@ Files go to ``$COURSE_CACHE/weights`` (default ``<project>/.cache/weights``) und
 names, the path given by ``course_lib.data.hub.weights_path(model)``; the course loads them from there
 and never downloads anything itself. Downloads resume after an interruption (run the same command
 again). The ResNet files are checked against the SHA-256 prefix in their names, as torchvision checks
-them; Meta publishes no checksum for the DINO files: the SHA-256 computed on first download is printed
-and recorded beside the file (``<file>.sha256``).
+them; Meta publishes no checksum for the DINO and DINOv2 files: the SHA-256 computed on first download is
+printed and recorded beside the file (``<file>.sha256``).
 
 A file already there is verified before it is kept: its checksum (the ResNet prefix, else the recorded
 SHA-256) and that it loads with ``torch.load(weights_only=True)`` as a state dict of the model's

@@ -120,6 +120,8 @@ def test_bad_inputs_are_explained():
         model.patch_features(torch.zeros(1, 3, 4, 32))
     with pytest.raises(ValueError, match="divisible"):
         VisionTransformer(8, 50, 1, 3)
+    with pytest.raises(ValueError, match="num_register_tokens must be 0 or more, got -1"):
+        VisionTransformer(14, 48, 1, 3, num_register_tokens=-1)
 
 
 def test_load_backbone_reads_official_file_from_cache(tmp_path, monkeypatch):
@@ -147,8 +149,8 @@ def test_training_checkpoint_with_prefixes_loads():
 
 
 def test_unknown_backbone():
-    with pytest.raises(ValueError, match="toy_vit"):
-        load_backbone("dino_vitl14")
+    with pytest.raises(ValueError, match="toy_vit.*dinov2_vits14.*dinov2_vitb14_reg"):
+        load_backbone("dinov2_vitl14")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
