@@ -13,8 +13,8 @@ import pytest
 
 from course_lib.stego.train import main as train_main
 
-from fake_datasets import make_cocostuff
 from full_data_root import IMAGE_SIZE, write_random_weights
+from test_stego_train import make_stego_cocostuff
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +50,13 @@ def test_print_config_resolves_presets_smoke_and_caps_and_loads_nothing(full_env
     assert (full["stego"]["steps"], full["stego"]["batch_size"]) == (40, 8)
     assert (full["stego"]["resolution"], full["stego"]["val_resolution"]) == (224, 320)
     assert full["data"]["n_train"] is None and full["data"]["data_root"] == str(full_env / "elsewhere")
+    # official validation and checkpoint selection (train_config.yml:167, train_segmentation.py:487-492)
+    assert full["run"]["checkpoint_selection"] == {"val_freq": 100, "select_every": 400, "save_top_k": 2}
+    assert smoke["run"]["checkpoint_selection"]["val_freq"] == 1
     toy = printed_config(capsys, "--profile", "toy")
     assert (toy["stego"]["dataset"], toy["stego"]["steps"], toy["data"]["n_train"], toy["run"]["ablations"]) == \
         ("toy", 400, 1000, True)
+    assert toy["run"]["checkpoint_selection"]["val_freq"] == 0  # the toy lessons evaluate the last step
     assert not (full_env / "cache").exists() and not (full_env / "o").exists()
 
 
@@ -80,7 +84,7 @@ def test_missing_dataset_stops_at_once_with_the_fetch_command(tmp_path):
 
 def test_smoke_run_prepares_five_crop_knn_and_caches_then_reuses_them(full_env, monkeypatch):
     for split, seed in (("train", 10), ("val", 0)):
-        make_cocostuff(full_env / "data", split, n_images=3, size=IMAGE_SIZE, seed=seed)
+        make_stego_cocostuff(full_env / "data", split, n_images=3, size=IMAGE_SIZE, seed=seed)
     write_random_weights(full_env / "cache" / "weights", dino_models=("dino_vits8",), resnets=())
     out = full_env / "run"
     argv = ["--dataset", "cocostuff27", "--backbone", "dino_vits8", "--out", str(out), "--crf-workers", "1"]
@@ -88,9 +92,14 @@ def test_smoke_run_prepares_five_crop_knn_and_caches_then_reuses_them(full_env, 
     for name in ("config.json", "metrics.json", "stego.pt", "checkpoint.pt"):
         assert (out / name).is_file(), name
     assert (full_env / "data" / "cropped" / "cocostuff27_five_crop_0.5" / "index" / "train.csv").is_file()
-    assert (full_env / "cache" / "stego" / "knn" / "dino_vits8" / "cocostuff27_fivecrop_n3_res64.npy").is_file()
+    knn = full_env / "cache" / "stego" / "knn" / "dino_vits8" / "cocostuff27_fivecrop_n3_res64_dropout0.1_seed0.npy"
+    assert knn.is_file()
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["n_train"] == 15 and saved["n_val"] == 3 and len(saved["history"]) == 2 and saved["smoke"]
+    # smoke validates and selects at every step: the route of the official checkpoint selection ran
+    assert [point["step"] for point in saved["validation_curve"]] == [1, 2]
+    assert saved["selected_step"] in (1, 2) and "labelled validation set" in saved["selection"]
+    assert (out / f"best_step{saved['selected_step']}.pt").is_file()
     assert 0 <= saved["cluster_mIoU"] <= 100 and saved["config"]["resolution"] == 64
 
     def refuse(what):

@@ -23,6 +23,18 @@ from course_lib.stego.train import main as train_main
 from fake_datasets import make_cocostuff
 
 
+def make_stego_cocostuff(root, split: str, **kwargs):
+    """:func:`make_cocostuff` plus, for ``train``, STEGO's training list ``Coco164kFull_Stuff_Coarse.txt``
+    (the same images as the ``_7`` list the fake writes)."""
+    from course_lib.data.cocostuff import CURATED_LIST, STEGO_TRAIN_LIST
+
+    fake = make_cocostuff(root, split, **kwargs)
+    if split == "train":
+        folder = root / "cocostuff" / "curated" / "train2017"
+        (folder / STEGO_TRAIN_LIST).write_text((folder / CURATED_LIST).read_text())
+    return fake
+
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -142,7 +154,7 @@ def test_cli_toy_run_with_ablations(tmp_path, monkeypatch):
 
 def test_cli_full_scale_path_trains_on_the_fly_on_a_fake_cocostuff(tmp_path, monkeypatch):
     for split in ("train", "val"):
-        make_cocostuff(tmp_path / "data", split=split, n_images=4, size=(24, 32), seed=0 if split == "train" else 9)
+        make_stego_cocostuff(tmp_path / "data", split=split, n_images=4, size=(24, 32), seed=0 if split == "train" else 9)
     monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TQDM_DISABLE", "1")
@@ -159,7 +171,7 @@ def test_full_dataset_reads_the_prepared_five_crops(tmp_path):
     from course_lib.data import prepare_five_crop
     from course_lib.stego.data import full_dataset
 
-    make_cocostuff(tmp_path, split="train", n_images=2, size=(24, 32))
+    make_stego_cocostuff(tmp_path, split="train", n_images=2, size=(24, 32))
     prepare_five_crop("cocostuff27", "train", root=tmp_path)
     crops = full_dataset("cocostuff27", "train", 16, five_crop=True, root=tmp_path)
     assert len(crops) == 10 and crops[3]["image"].shape == (3, 16, 16) and crops[3]["label"].shape == (16, 16)

@@ -10,7 +10,9 @@ The benchmark of IIC, PiCIE and STEGO. Conventions:
   id per line; the train and val lists are different files). The default list,
   ``Coco164kFull_Stuff_Coarse_7.txt``, is the one PiCIE uses for both splits and STEGO uses for ``val``
   (``subset=7``); STEGO's uncropped ``train`` loader reads ``Coco164kFull_Stuff_Coarse.txt`` instead
-  (``subset=None``): pass ``image_list=`` to choose another list file in the same folder.
+  (``subset=None``, ``mhamilton723/STEGO`` ``src/data.py:244-245, 479-484``), and so do its five-crop
+  training set (``src/crop_datasets.py`` builds it through that loader) and kNN table:
+  :data:`STEGO_TRAIN_LIST`. Pass ``image_list=`` to choose another list file in the same folder.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ from .label_png import read_index_png
 
 COCOSTUFF_SPLIT_FOLDERS = {"train": "train2017", "val": "val2017"}
 CURATED_LIST = "Coco164kFull_Stuff_Coarse_7.txt"
+STEGO_TRAIN_LIST = "Coco164kFull_Stuff_Coarse.txt"
+"""The train2017 list of STEGO's training set (official ``Coco(subset=None)``, ``src/data.py:244-245``)."""
 
 
 class CocoStuff27(SegmentationFolder):

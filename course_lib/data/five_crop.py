@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import config
 from .cityscapes import Cityscapes27
-from .cocostuff import CocoStuff27
-from .folders import JointTransform, SegmentationFolder, dataset_not_found, resolve_root
+from .cocostuff import STEGO_TRAIN_LIST, CocoStuff27
+from .folders import DatasetLayoutError, JointTransform, SegmentationFolder, dataset_not_found, resolve_root
 from .label_png import LabelEncodingError, read_index_png
 
 FIVE_CROP_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
@@ -41,7 +41,18 @@ FIVE_CROP_SOURCES: dict[str, Callable[..., SegmentationFolder]] = {
     "cocostuff27": CocoStuff27,
     "cityscapes27": Cityscapes27,
 }
+SOURCE_OPTIONS: dict[tuple[str, str], dict] = {("cocostuff27", "train"): {"image_list": STEGO_TRAIN_LIST}}
+"""Loader options of the sources STEGO crops: its CocoStuff training set is ``Coco164kFull_Stuff_Coarse.txt``
+(``src/crop_datasets.py`` reads it through ``ContrastiveSegDataset(crop_type=None)``, i.e. ``Coco(subset=None)``,
+``src/data.py:244-245, 479-482``), not the ``_7`` list of the validation set."""
 INDEX_COLUMNS = ("k", "source_name", "source_index", "position", "top", "left", "height", "width")
+
+
+def five_crop_source(dataset: str, split: str, root: str | os.PathLike | None = None) -> SegmentationFolder:
+    """The uncropped images that STEGO five-crops for ``dataset`` ``split`` (:data:`SOURCE_OPTIONS`)."""
+    if dataset not in FIVE_CROP_SOURCES:
+        raise ValueError(f"five-crop dataset must be one of {sorted(FIVE_CROP_SOURCES)}, got {dataset!r}")
+    return FIVE_CROP_SOURCES[dataset](root=root, split=split, **SOURCE_OPTIONS.get((dataset, split), {}))
 
 
 def _check_ratio(ratio: float) -> None:
@@ -158,7 +169,8 @@ def prepare_five_crop(
 ) -> Path:
     """Write the five-crop version of ``dataset`` ("cocostuff27" or "cityscapes27") ``split``; return its folder.
 
-    Reads the source with :class:`CocoStuff27` / :class:`Cityscapes27` from ``root`` (``None``:
+    Reads the source with :func:`five_crop_source` (:class:`CocoStuff27` with STEGO's training list for
+    CocoStuff ``train``, :class:`Cityscapes27`) from ``root`` (``None``:
     ``COURSE_DATA``) and writes ``root/cropped/<dataset>_five_crop_<ratio>/`` (see the module doc), or,
     with ``n_images``, the crops of the first ``n_images`` source images to
     ``five_crop_dir(dataset, root, ratio, n_images)``. ``num_workers`` processes read and write in
@@ -173,7 +185,7 @@ def prepare_five_crop(
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
     root = resolve_root(root)
-    source = FIVE_CROP_SOURCES[dataset](root=root, split=split)
+    source = five_crop_source(dataset, split, root)
     out_dir = five_crop_dir(dataset, root, ratio, n_images)
     writer = _CropWriter(source, out_dir, split, ratio, jpeg_quality, n_images)
     writer.img_dir.mkdir(parents=True, exist_ok=True)
@@ -270,13 +282,20 @@ def five_crop_dataset(
     ``n_images``: the crops of the first ``n_images`` source images only (all of them when the split has
     no more; then the complete set's folder is used, and a later full run reuses it). A missing source
     dataset raises :class:`~.folders.DatasetNotFoundError` (naming its fetch command) before anything is
-    written; an interrupted preparation resumes.
+    written; an interrupted preparation resumes. A prepared set cut from other source images (e.g. an older
+    CocoStuff set of the ``_7`` list) raises :class:`~.folders.DatasetLayoutError` naming its folder.
     """
-    if dataset not in FIVE_CROP_SOURCES:
-        raise ValueError(f"five-crop dataset must be one of {sorted(FIVE_CROP_SOURCES)}, got {dataset!r}")
     root = resolve_root(root)
-    if n_images is not None and n_images >= len(FIVE_CROP_SOURCES[dataset](root=root, split=split)):
+    source = five_crop_source(dataset, split, root)
+    if n_images is not None and n_images >= len(source):
         n_images = None
     if not (five_crop_dir(dataset, root, ratio, n_images) / "index" / f"{split}.csv").is_file():
         prepare_five_crop(dataset, split, root, ratio, num_workers=num_workers, n_images=n_images)
-    return FiveCropDataset(dataset, split, root, ratio, transform, n_images)
+    crops = FiveCropDataset(dataset, split, root, ratio, transform, n_images)
+    expected = source.names[:n_images] if n_images is not None else source.names
+    if crops.source_names[::5] != list(expected):
+        raise DatasetLayoutError(
+            f"{five_crop_dir(dataset, root, ratio, n_images)} holds the crops of {len(crops) // 5} other source "
+            f"images than the {len(expected)} of {dataset} {split} that STEGO crops; delete that folder to "
+            "prepare it again")
+    return crops

@@ -15,13 +15,19 @@ config                     λ_self   b_self  λ_knn   b_knn   λ_rand  b_rand  b
 cocostuff27, ViT-S/8       0.67     0.08    0.25    0.02    0.63    0.66    Cocostuff27 vit small 1/31/22
 cocostuff27, ViT-B/8       0.10     0.12    1.00    0.20    0.154   1.00    Cocostuff27 10/3 vit_base
 cityscapes27, ViT-B/8      1.00     0.458   0.577   0.175   0.906   0.314   Cityscapes 10/3
-potsdam, ViT-S/8           0.67     0.08    0.25    0.02    0.63    0.46    Potsdam vit small 1/31/22
 =========================  =======  ======  ======  ======  ======  ======  =====================
 
 Shared official values: cluster probe centres drawn from a standard normal, code dimension 70, Adam lr 5e-4 for the head and 5e-3 for the probes, batch 16,
 11×11 sampled positions, 5 negatives, kNN partner from ranks 1..7, spatial centering and 0-clamp on,
-5000 steps, training crops at 224 px (five-crop for CocoStuff and Cityscapes, none for Potsdam),
-evaluation at 320 px. The toy values were tuned on held-out toy-world *training* images (train split,
+5000 steps, training crops at 224 px (five-crop for CocoStuff and Cityscapes), evaluation at 320 px, and
+(full scale only, :data:`OFFICIAL_SELECTION`) validation every 100 steps and the 2 best checkpoints kept.
+
+The official yml's Potsdam block (ViT-S/8, b_rand 0.46) has no preset here: the course has no loader or
+download for Potsdam's ``.mat`` tiles (``src/data.py:121-178``), so a preset would only fail later.
+
+Cityscapes: the config's code dimension is 70 (``train_config.yml:39``, used for every dataset), but the
+released ``cityscapes_vit_base_1.ckpt`` was trained with 100 (STEGO issue #52); our preset keeps the
+config's 70 (``--code-dim 100`` matches the checkpoint; see :data:`OFFICIAL_DEVIATIONS`). The toy values were tuned on held-out toy-world *training* images (train split,
 another seed; see ``TOY_CONFIG``); the validation set only measures.
 """
 from __future__ import annotations
@@ -109,10 +115,47 @@ OFFICIAL_CONFIGS: dict[tuple[str, str], StegoConfig] = {
                                                 b_self=0.45828472207, lambda_knn=0.577453483136995,
                                                 b_knn=0.1754346515479633, lambda_rand=0.9058762625226623,
                                                 b_rand=0.31361241889448443),
-    ("potsdam", "dino_vits8"): StegoConfig("potsdam", "dino_vits8", lambda_self=0.67, b_self=0.08,
-                                           lambda_knn=0.25, b_knn=0.02, lambda_rand=0.63, b_rand=0.46,
-                                           five_crop=False),
 }
+
+
+
+@dataclass(frozen=True)
+class CheckpointSelection:
+    """How a full-scale run picks the checkpoint it reports, as the official trainer does.
+
+    ``mhamilton723/STEGO`` ``src/train_segmentation.py:476`` validates every ``val_freq`` training batches
+    (``val_check_interval=cfg.val_freq``, ``train_config.yml:167``: 100) with the cluster and linear probes on
+    the codes of the labelled validation images (no flip, no CRF, ``validation_step``, lines 254-275), and its
+    ``ModelCheckpoint`` (lines 487-492) saves a checkpoint every ``select_every`` = 400 steps, keeping the
+    ``save_top_k`` = 2 best by ``monitor`` = ``test/cluster/mIoU`` (mode max); ``eval_segmentation.py`` then
+    evaluates the checkpoint named in ``eval_config.yml:13-14``. The course evaluates the best kept one.
+
+    This selects on *labelled validation data*: the reported numbers are those of the best of the candidate
+    steps on the very images they are measured on. ``val_freq=0`` turns it off (the toy profile: train, then
+    evaluate the last step).
+    """
+
+    val_freq: int = 100
+    select_every: int = 400
+    save_top_k: int = 2
+
+    def __post_init__(self):
+        if self.val_freq < 0 or self.select_every < 1 or self.save_top_k < 1:
+            raise ValueError(f"CheckpointSelection needs val_freq >= 0, select_every >= 1 and save_top_k >= 1, got "
+                             f"{self.val_freq}, {self.select_every}, {self.save_top_k}")
+        if self.val_freq and self.select_every % self.val_freq:
+            raise ValueError(f"select_every ({self.select_every}) must be a multiple of val_freq ({self.val_freq}): "
+                             "a candidate step is scored by the validation at that step")
+
+    @property
+    def enabled(self) -> bool:
+        return self.val_freq > 0
+
+
+OFFICIAL_SELECTION = CheckpointSelection()
+"""The official trainer's validation and checkpoint selection (full profile default)."""
+NO_SELECTION = CheckpointSelection(val_freq=0)
+"""No validation during training: the last step is evaluated (toy profile default)."""
 
 TOY_CONFIG = StegoConfig(
     "toy", "toy_vit", lambda_self=0.67, b_self=0.576, lambda_knn=0.25, b_knn=0.613, lambda_rand=0.63, b_rand=0.725,

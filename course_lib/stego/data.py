@@ -3,7 +3,9 @@
 - :class:`FiveCrops` / :class:`HorizontalFlip`: dataset views (STEGO's five-crop of the toy world; the
   flipped copies whose codes are averaged at evaluation).
 - :func:`toy_split_features`: cached features of a toy-world split (optionally five-cropped / flipped).
-- :func:`full_dataset`: CocoStuff-27 / Cityscapes-27 at STEGO's resolutions (five-crop for training).
+- :func:`full_dataset`: CocoStuff-27 / Cityscapes-27 at STEGO's resolutions (five-crop for training),
+  resized with nearest neighbours (:class:`NearestResize`) as STEGO's loader.
+- :func:`official_knn_descriptors`: the image descriptors of STEGO's kNN table (``src/precompute_knns.py``).
 - :class:`PairBatchSampler`: the batches of (image, kNN partner) index pairs, split across processes.
 - :class:`PairDataset`: loads the images of those pairs for training on the fly.
 """
@@ -12,14 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import progress
 from ..data import CenterCrop, Cityscapes27, CocoStuff27, Compose, Resize, ToyWorld
+from ..data.cocostuff import STEGO_TRAIN_LIST
 from ..data.five_crop import five_crop
 from ..data.five_crop import five_crop_dataset
-from ..data.transforms import resize_pair
+from ..data.transforms import Pair, resize_pair
 from ..models.features import FeatureCache, FeatureSet, run_backbone
 from .pairs import draw_positives
 
@@ -95,18 +99,42 @@ def toy_images_uint8(split: str, n_images: int | None = None, size: int = 96, se
     return torch.stack([torch.from_numpy(world.render(i)[0]) for i in range(len(world))]).mul(255).round().to(torch.uint8)
 
 
+class NearestResize(Resize):
+    """:class:`~course_lib.data.transforms.Resize` with nearest-neighbour sampling of the image too.
+
+    STEGO's loader resizes images *and* labels with ``T.Resize(res, Image.NEAREST)``
+    (``mhamilton723/STEGO`` ``src/utils.py:165-183``, ``get_transform``); PIL's NEAREST takes source pixel
+    ``floor((x + 0.5) · scale)``, which is torch's ``nearest-exact``. Same output size rule as ``Resize``.
+    """
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor | None = None) -> Pair:
+        if image.ndim != 3 or (label is not None and tuple(label.shape) != tuple(image.shape[1:])):
+            raise ValueError(f"NearestResize takes a 3×H×W image and an H×W label, got {tuple(image.shape)} and "
+                             f"{None if label is None else tuple(label.shape)}")
+        size = self.output_size(image.shape[1], image.shape[2])
+        pixels = image if label is None else torch.cat([image, label[None].to(image.dtype)])  # ids < 2**24: exact
+        pixels = F.interpolate(pixels[None], size=size, mode="nearest-exact")[0]
+        return pixels[:3], None if label is None else pixels[3].round().to(label.dtype)
+
+    def __repr__(self) -> str:
+        return f"NearestResize({self.size!r})"
+
+
 def full_dataset(name: str, split: str, resolution: int, five_crop: bool = False,
                  root: str | Path | None = None, n_images: int | None = None, num_workers: int = 0) -> Dataset:
-    """CocoStuff-27 / Cityscapes-27 resized (short side) and centre-cropped to ``resolution``, as STEGO's
-    loaders. ``five_crop``: the five-crop set (``data_scripts/five_crop.py``), prepared first when missing
-    (``num_workers`` processes). ``n_images``: the first ``n_images`` source images only (five-crop: their
+    """CocoStuff-27 / Cityscapes-27 as STEGO's loaders give them: resized (short side, nearest neighbour,
+    :class:`NearestResize`) and centre-cropped to ``resolution``. ``five_crop``: the five-crop set
+    (``data_scripts/five_crop.py``), prepared first when missing (``num_workers`` processes). CocoStuff's
+    ``train`` images are those of STEGO's training list (:data:`~course_lib.data.cocostuff.STEGO_TRAIN_LIST`),
+    ``val`` those of the ``_7`` list. ``n_images``: the first ``n_images`` source images only (five-crop: their
     5·n crops), e.g. under ``COURSE_SMOKE``. A missing dataset raises ``DatasetNotFoundError`` at once."""
     if name not in FULL_DATASETS:
         raise ValueError(f"no full-scale loader for {name!r}; choose one of {', '.join(FULL_DATASETS)}")
-    transform = Compose([Resize(resolution), CenterCrop(resolution)])
+    transform = Compose([NearestResize(resolution), CenterCrop(resolution)])
     if five_crop:
         return five_crop_dataset(name, split, root, transform=transform, n_images=n_images, num_workers=num_workers)
-    dataset = FULL_DATASETS[name](root=root, split=split, transform=transform)
+    options = {"image_list": STEGO_TRAIN_LIST} if (name, split) == ("cocostuff27", "train") else {}
+    dataset = FULL_DATASETS[name](root=root, split=split, transform=transform, **options)
     return dataset if n_images is None or n_images >= len(dataset) else Subset(dataset, range(n_images))
 
 
@@ -122,6 +150,22 @@ def dataset_features(backbone: nn.Module, dataset: Dataset, device: torch.device
     means = [run_backbone(backbone, images, device).mean(dim=(2, 3)).cpu()
              for images in progress(loader, desc=desc, unit="batch")]
     return torch.cat(means)
+
+
+def official_knn_descriptors(means: torch.Tensor, dropout: float, seed: int) -> torch.Tensor:
+    """N×C unit vectors: STEGO's kNN descriptors from the N×C spatial means of the backbone's features.
+
+    ``src/precompute_knns.py:50-55, 15-21`` runs ``DinoFeaturizer`` without ``.eval()``, so its
+    ``Dropout2d(p=0.1)`` is active on the backbone feature it returns (``modules.py:115-116``), then
+    L2-normalises the spatial mean. A dropped channel is zero at every position, so that is the mean with
+    whole channels zeroed (each with probability ``dropout``, one draw per image and channel, here from
+    ``seed``), normalised (the 1/(1-p) scale cancels).
+    """
+    if means.dim() != 2:
+        raise ValueError(f"means must be N×C, got {tuple(means.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    kept = torch.rand(means.shape, generator=generator) >= dropout
+    return F.normalize(means.float() * kept.to(means.device), dim=1, eps=1e-10)
 
 
 class PairBatchSampler:

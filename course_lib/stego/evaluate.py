@@ -10,6 +10,9 @@ For each batch of images:
    log-probabilities, then argmax;
 5. cluster predictions are scored with Hungarian matching over the whole set, linear predictions with
    the identity (:class:`course_lib.evaluation.UnsupervisedMetrics`).
+
+The official trainer's validation (``src/train_segmentation.py:254-275``, ``validation_step``) is the same
+without the flip and without the CRF: ``evaluate_stego(..., crf=False, flip=False)``.
 """
 from __future__ import annotations
 
@@ -30,11 +33,11 @@ CLUSTER_ALPHA = 2.0
 @dataclass
 class EvalBatch:
     """One evaluation batch: B×C×h×w features of the images and of their flipped copies, the images as
-    B×H×W×3 uint8 (for the CRF) and B×H×W labels."""
+    B×H×W×3 uint8 (for the CRF; ``None`` when no CRF runs) and B×H×W labels."""
 
     features: torch.Tensor
     features_flipped: torch.Tensor
-    images: torch.Tensor
+    images: torch.Tensor | None
     labels: torch.Tensor
 
 
@@ -66,8 +69,10 @@ class StegoPredictions:
 
 
 def evaluate_stego(model: StegoModel, batches: Iterable[EvalBatch], n_classes: int, crf: bool = True,
-                   crf_workers: int | None = None, keep_predictions: bool = False) -> tuple[dict, StegoPredictions | None]:
-    """STEGO's metrics over a whole set, with and without the CRF.
+                   crf_workers: int | None = None, keep_predictions: bool = False,
+                   flip: bool = True) -> tuple[dict, StegoPredictions | None]:
+    """STEGO's metrics over a whole set, with and without the CRF; ``flip``: codes averaged with those of
+    the flipped images (:func:`flip_averaged_codes`, the official evaluation), else the images' own codes.
 
     Returns:
         ``metrics`` with ``cluster_mIoU``, ``cluster_accuracy``, ``linear_mIoU``, ``linear_accuracy``
@@ -81,7 +86,13 @@ def evaluate_stego(model: StegoModel, batches: Iterable[EvalBatch], n_classes: i
                for probe in ("cluster", "linear") for variant in variants}
     kept: dict[str, list[torch.Tensor]] = {}
     for batch in batches:
-        codes = flip_averaged_codes(model, batch.features.to(device).float(), batch.features_flipped.to(device).float())
+        features = batch.features.to(device).float()
+        if flip:
+            codes = flip_averaged_codes(model, features, batch.features_flipped.to(device).float())
+        else:
+            model.eval()
+            with torch.no_grad():
+                codes = model.head(features)
         log_probs = dict(zip(("cluster", "linear"), probe_log_probs(model, codes, tuple(batch.labels.shape[-2:]))))
         for probe, scores in log_probs.items():
             predictions = {"no_crf": scores.argmax(1).cpu()}

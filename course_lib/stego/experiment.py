@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -24,12 +24,13 @@ from ..config import cache_dir
 from ..models.feature_correspondences import kmeans_segmentation
 from ..models.backbones import backbone_cache_key
 from ..models.features import FeatureCache, FeatureSet
-from .configs import StegoConfig
+from .configs import NO_SELECTION, CheckpointSelection, StegoConfig
 from .data import (
     FULL_DATASETS,
     HorizontalFlip,
     dataset_features,
     full_dataset,
+    official_knn_descriptors,
     toy_dataset_name,
     toy_split_features,
     toy_world,
@@ -42,7 +43,7 @@ from .evaluate import CLUSTER_ALPHA, EvalBatch, evaluate_stego
 from .model import StegoModel
 from .pairs import cached_knn_table, global_descriptors
 from ..distributed import DistContext
-from .trainer import CachedPairs, OnlinePairs, train_stego
+from .trainer import BestCheckpoints, CachedPairs, OnlinePairs, train_stego
 
 
 @dataclass
@@ -85,7 +86,9 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
 
     Full scale prepares what is missing and reuses it next time: the five-crop set (when the config
     asks for it), the kNN table (``COURSE_CACHE/stego/knn``) and the feature caches (validation always,
-    training unless ``online``: then the backbone runs at every step). A dataset that is not downloaded
+    training unless ``online``: then the backbone runs at every step). The kNN descriptors are STEGO's
+    (:func:`~.data.official_knn_descriptors`: the featurizer's channel dropout is active when they are
+    computed); the toy world keeps the plain spatial means. A dataset that is not downloaded
     raises ``DatasetNotFoundError`` (naming its fetch command) before any of it. Process 0 fills every
     cache first.
     """
@@ -115,6 +118,7 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
     # cache names count the source images: a first-n subset and the whole set never share an entry
     n_train_images = len(train_dataset) // (5 if config.five_crop else 1)
     train_name = f"{config.dataset}{'_fivecrop' if config.five_crop else ''}_n{n_train_images}_res{config.resolution}"
+    knn_path = _knn_path(key, f"{train_name}_dropout{config.dropout}_seed{config.seed}")
     val_name = f"{config.dataset}_n{len(val_dataset)}_res{config.val_resolution}"
 
     def extract(dataset: Dataset, name: str, split: str, resolution: int) -> FeatureSet:
@@ -126,25 +130,30 @@ def prepare_data(config: StegoConfig, backbone: nn.Module, context: DistContext 
                                                        config.val_resolution))
     if online:
         table = _main_first(context, lambda: cached_knn_table(
-            _knn_path(key, train_name), len(train_dataset),
-            lambda: torch.nn.functional.normalize(dataset_features(backbone, train_dataset, context.device, batch_size,
-                                                                   num_workers, desc="kNN descriptors"), dim=1)))
+            knn_path, len(train_dataset),
+            lambda: official_knn_descriptors(dataset_features(backbone, train_dataset, context.device, batch_size,
+                                                              num_workers, desc="kNN descriptors"),
+                                             config.dropout, config.seed)))
         source: CachedPairs | OnlinePairs = OnlinePairs(train_dataset, backbone, table, num_workers)
     else:
         train = _main_first(context, lambda: extract(train_dataset, train_name, "train", config.resolution))
-        table = _main_first(context, lambda: cached_knn_table(_knn_path(key, train_name), len(train),
-                                                              lambda: global_descriptors(train.features)))
+        table = _main_first(context, lambda: cached_knn_table(
+            knn_path, len(train),
+            lambda: official_knn_descriptors(global_descriptors(train.features), config.dropout, config.seed)))
         source = CachedPairs(train.features, train.labels, table)
     return StegoData(source, val, val_flipped, val_dataset, list(FULL_DATASETS[config.dataset].classes))
 
 
-def eval_batches(data: StegoData, batch_size: int = 50) -> Iterator[EvalBatch]:
-    """Validation :class:`~.evaluate.EvalBatch` es: cached features, images as uint8 (for the CRF), labels."""
+def eval_batches(data: StegoData, batch_size: int = 50, images: bool = True) -> Iterator[EvalBatch]:
+    """Validation :class:`~.evaluate.EvalBatch` es: cached features, images as uint8 (for the CRF; ``None``
+    without ``images``: nothing is read from disk), labels."""
     for start in range(0, len(data.val), batch_size):
         index = range(start, min(start + batch_size, len(data.val)))
-        images = torch.stack([data.val_dataset[i]["image"] for i in index])
-        images = images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-        yield EvalBatch(data.val.features[start:index.stop], data.val_flipped.features[start:index.stop], images,
+        pixels = None
+        if images:
+            pixels = torch.stack([data.val_dataset[i]["image"] for i in index])
+            pixels = pixels.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        yield EvalBatch(data.val.features[start:index.stop], data.val_flipped.features[start:index.stop], pixels,
                         data.val.labels[start:index.stop].long())
 
 
@@ -167,18 +176,33 @@ def kmeans_baseline(data: StegoData, seed: int = 0, crf: bool = False, crf_worke
     return scores
 
 
+def validation_scores(model: StegoModel, data: StegoData) -> dict:
+    """The official trainer's validation (``validation_step``): probes on the codes of the validation images,
+    no flip, no CRF → ``cluster_mIoU``, ``cluster_accuracy`` (Hungarian), ``linear_mIoU``, ``linear_accuracy``."""
+    metrics, _ = evaluate_stego(model, eval_batches(data, images=False), data.n_classes, crf=False, flip=False)
+    return {key: metrics[key] for key in ("cluster_mIoU", "cluster_accuracy", "linear_mIoU", "linear_accuracy")}
+
+
 def run_experiment(config: StegoConfig, data: StegoData, out_dir: str | Path, context: DistContext | None = None,
                    crf_workers: int | None = None, checkpoint_every: int | None = None,
-                   desc: str = "STEGO") -> dict | None:
+                   desc: str = "STEGO", selection: CheckpointSelection = NO_SELECTION) -> dict | None:
     """Train (or resume, or reload a finished run from ``out_dir``) and evaluate ``config``.
 
     A config with ``attracted_shares`` first gets its shifts from the training features
     (:func:`~.diagnostics.calibrate_shifts`); the result's ``config`` holds the values used.
 
+    ``selection`` (full profile: :data:`~.configs.OFFICIAL_SELECTION`): validate during training
+    (:func:`validation_scores`) and evaluate the best kept checkpoint by validation cluster mIoU instead of
+    the last step; this selects on the labelled validation set that the result is measured on. The result
+    then holds ``validation_curve`` (``{"step", cluster/linear mIoU and accuracy}`` per validation) and
+    ``selected_step``; ``selection`` says which rule chose the evaluated weights. Without a candidate step
+    (a run shorter than ``select_every``) the last step is evaluated and ``selection`` says so.
+
     Writes ``out_dir/checkpoint.pt`` (every ``checkpoint_every`` steps, by default a tenth of the run),
-    ``out_dir/stego.pt`` and ``out_dir/result.json``, each under a temporary name renamed when complete. Returns the
-    evaluation (:func:`~.evaluate.evaluate_stego` keys plus ``history`` and ``train_seconds``) on process
-    0, ``None`` on the others.
+    ``out_dir/best_step<N>.pt`` (the kept checkpoints), ``out_dir/stego.pt`` (the evaluated weights) and
+    ``out_dir/result.json``, each under a temporary name renamed when complete. Returns the evaluation
+    (:func:`~.evaluate.evaluate_stego` keys plus ``history``, ``train_seconds`` and the selection keys) on
+    process 0, ``None`` on the others.
     """
     context = context or DistContext()
     if config.attracted_shares is not None:
@@ -193,16 +217,31 @@ def run_experiment(config: StegoConfig, data: StegoData, out_dir: str | Path, co
             return saved if context.is_main else None
     torch.manual_seed(config.seed)
     model = StegoModel(data.source.in_channels, data.n_classes, config)
+    best = BestCheckpoints(selection, lambda trained: validation_scores(trained, data), out_dir) \
+        if selection.enabled else None
     start = time.perf_counter()
-    history = train_stego(model, data.source, out_dir, context, checkpoint_every=checkpoint_every, desc=desc)
+    history = train_stego(model, data.source, out_dir, context, checkpoint_every=checkpoint_every, desc=desc,
+                          best=best)
     train_seconds = time.perf_counter() - start
     if not context.is_main:
         context.barrier()
         return None
+    chosen: dict = {"selection": "last step (no validation during training)", "selected_step": config.steps}
+    if best is not None:
+        chosen = {"selection": "last step (no candidate step: the run is shorter than select_every="
+                               f"{selection.select_every})", "selected_step": config.steps,
+                  "validation_curve": best.curve, "checkpoint_selection": asdict(selection)}
+        if best.best is not None:
+            score, step = best.best
+            model = StegoModel.load(best.path(step), map_location=context.device)
+            chosen.update(selection=f"best validation cluster mIoU ({score:.2f}) of the steps divisible by "
+                                    f"{selection.select_every}, on the labelled validation set",
+                          selected_step=step)
     with replace_when_written(out_dir / "stego.pt") as partial:
         model.save(partial)
-    metrics, _ = evaluate_stego(model, eval_batches(data), data.n_classes, crf=config.crf, crf_workers=crf_workers)
-    result = {**metrics, "train_seconds": train_seconds, "history": history, "config": config.to_dict()}
+    metrics, _ = evaluate_stego(model, eval_batches(data, images=config.crf), data.n_classes, crf=config.crf,
+                                crf_workers=crf_workers)
+    result = {**metrics, **chosen, "train_seconds": train_seconds, "history": history, "config": config.to_dict()}
     write_json(result_path, result)
     context.barrier()
     return result

@@ -27,11 +27,18 @@ must be a folder this process can write. ``DIR/config.json`` is the run's record
 (:func:`course_lib.cli.guard_run`): a command with another configuration is refused with the keys that
 differ (``--overwrite`` starts afresh), and a finished identical run is reported and left untouched.
 
+Checkpoint selection (full profile, as the official trainer): the run validates every ``--val-freq`` steps
+(100) on the labelled validation set (probes on the codes, no flip, no CRF), keeps the ``--save-top-k`` (2)
+best of the steps divisible by ``--select-every`` (400) by cluster mIoU, and evaluates the best one: the
+final metrics are those of a checkpoint *selected on the validation images they are measured on*
+(:class:`~.configs.CheckpointSelection`). ``--val-freq 0`` (the toy profile's default) evaluates the last step.
+
 Outputs in ``DIR``, each written under a temporary name and renamed when complete: ``config.json`` (the
 resolved configuration, written at the start, as ``--print-config`` shows it), ``checkpoint.pt`` (every
-``--checkpoint-every`` steps, by default a tenth of the run; resumed when present), ``stego.pt``
-(:meth:`StegoModel.load`), ``loss_curves.png`` and ``metrics.json`` (finite numbers only, ``null``
-otherwise): ``cluster_mIoU``, ``cluster_accuracy``, ``linear_mIoU``, ``linear_accuracy`` (after the CRF;
+``--checkpoint-every`` steps, by default a tenth of the run; resumed when present), ``best_step<N>.pt``
+(the kept checkpoints), ``stego.pt`` (the evaluated weights, :meth:`StegoModel.load`), ``loss_curves.png``
+and ``metrics.json`` (finite numbers only, ``null`` otherwise): ``selection`` (which weights were evaluated,
+in words), ``selected_step``, ``validation_curve`` (with selection), ``cluster_mIoU``, ``cluster_accuracy``, ``linear_mIoU``, ``linear_accuracy`` (after the CRF;
 ``*_no_crf`` without), ``baseline_kmeans_mIoU`` / ``baseline_kmeans_accuracy`` (k-means on the same
 backbone's validation features, same matching), ``ablations`` (rows of :func:`~.ablations.run_ablations`,
 each trained under ``DIR/ablations``), the per-step losses, timings and the configuration.
@@ -44,7 +51,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -55,7 +62,7 @@ from .. import config as course_config
 from ..data.toyworld import MAX_SIZE as TOY_MAX_SIZE, MIN_SIZE as TOY_MIN_SIZE
 from ..models.backbones import backbone_cache_key, load_backbone
 from .ablations import run_ablations
-from .configs import TOY_CONFIG, StegoConfig, stego_config
+from .configs import NO_SELECTION, OFFICIAL_SELECTION, TOY_CONFIG, CheckpointSelection, StegoConfig, stego_config
 from .data import FULL_DATASETS
 from .experiment import kmeans_baseline, prepare_data, run_experiment
 from .trainer import default_checkpoint_every
@@ -63,9 +70,11 @@ from ..distributed import init_distributed
 
 TOY_SIZES = {"n_train": 1000, "n_val": 200, "size": 96}
 SMOKE_SIZES = {"toy": {"n_train": 16, "n_val": 8, "size": 64, "batch_size": 4},
-               "full": {"n_train": 8, "n_val": 8, "resolution": 64, "val_resolution": 64, "batch_size": 4}}
+               "full": {"n_train": 8, "n_val": 8, "resolution": 64, "val_resolution": 64, "batch_size": 4,
+                        "val_freq": 1, "select_every": 1}}
 """``COURSE_SMOKE=1`` defaults (a flag given on the command line wins): toy-world images and size, or the
-first source images and resolutions (multiples of 8 and 16, the patch sizes) of a full-scale dataset."""
+first source images and resolutions (multiples of 8 and 16, the patch sizes) of a full-scale dataset, with
+validation and checkpoint selection at every step (so the 2-step dry run runs them)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,6 +108,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=cli.non_negative_int, default=0,
                         help="data-loading processes (full scale; also the five-crop preparation)")
     parser.add_argument("--crf-workers", type=cli.positive_int, default=None, help="CRF processes (default: all cores)")
+    parser.add_argument("--val-freq", type=cli.non_negative_int, default=None,
+                        help="steps between validations during training; 0: none, evaluate the last step (default: "
+                             f"full {OFFICIAL_SELECTION.val_freq} as the official trainer, toy 0)")
+    parser.add_argument("--select-every", type=cli.positive_int, default=None,
+                        help="candidate checkpoints are the steps divisible by this, a multiple of --val-freq "
+                             f"(default {OFFICIAL_SELECTION.select_every}, official)")
+    parser.add_argument("--save-top-k", type=cli.positive_int, default=None,
+                        help=f"best candidate checkpoints kept (default {OFFICIAL_SELECTION.save_top_k}, official)")
     parser.add_argument("--checkpoint-every", type=cli.positive_int, default=None,
                         help="steps between checkpoints (default: a tenth of the steps, so Ctrl-C keeps most of the "
                              "work)")
@@ -146,6 +163,17 @@ def build_config(args: argparse.Namespace) -> StegoConfig:
         raise course_config.ConfigError(str(error)) from None
 
 
+def build_selection(args: argparse.Namespace, config: StegoConfig) -> CheckpointSelection:
+    """The run's :class:`CheckpointSelection`: the official one at full scale, none in the toy world (whose
+    lessons evaluate the last step), then the flags and ``COURSE_SMOKE``'s values."""
+    base = NO_SELECTION if config.dataset == "toy" else OFFICIAL_SELECTION
+    overrides = {name: _flag(args, name, config.dataset) for name in ("val_freq", "select_every", "save_top_k")}
+    try:
+        return replace(base, **{name: value for name, value in overrides.items() if value is not None})
+    except ValueError as error:
+        raise course_config.ConfigError(f"--val-freq / --select-every: {error}") from None
+
+
 def toy_size(args: argparse.Namespace) -> int:
     """The toy world's image size: ``--size``, else 64 under ``COURSE_SMOKE``, else 96."""
     return _flag(args, "size", "toy") or TOY_SIZES["size"]
@@ -161,8 +189,10 @@ def prepare_options(args: argparse.Namespace, config: StegoConfig) -> dict:
                 num_workers=args.num_workers)
 
 
-def resolved_configuration(args: argparse.Namespace, config: StegoConfig, options: dict, out: Path) -> dict:
-    """What ``--print-config`` prints and ``config.json`` holds: the StegoConfig, the data and run options."""
+def resolved_configuration(args: argparse.Namespace, config: StegoConfig, options: dict, out: Path,
+                           selection: CheckpointSelection = NO_SELECTION) -> dict:
+    """What ``--print-config`` prints and ``config.json`` holds: the StegoConfig, the data and run options
+    (``run.checkpoint_selection``: :class:`CheckpointSelection` as a dict)."""
     toy = config.dataset == "toy"
     return {
         "profile": course_config.profile(args.profile), "smoke": course_config.smoke(), "out": str(out),
@@ -173,6 +203,7 @@ def resolved_configuration(args: argparse.Namespace, config: StegoConfig, option
         "run": {"ablations": ablations_on(args, config), "device": args.device or "auto", "threads": args.threads,
                 "max_steps": args.max_steps, "crf_workers": args.crf_workers,
                 "checkpoint_every": args.checkpoint_every or default_checkpoint_every(config.steps),
+                "checkpoint_selection": asdict(selection),
                 "cache": str(course_config.cache_dir())},
     }
 
@@ -195,9 +226,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     started = time.perf_counter()
     config = build_config(args)
     options = prepare_options(args, config)
+    selection = build_selection(args, config)
     out = Path(args.out) if args.out is not None else course_config.default_run_dir("stego", config.dataset,
                                                                                       config.backbone)
-    resolved = resolved_configuration(args, config, options, out)
+    resolved = resolved_configuration(args, config, options, out, selection)
     if args.print_config:
         cli.print_config(resolved)
         return None
@@ -215,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     backbone = load_backbone(config.backbone, device=context.device)  # a missing weight file stops here
     data = prepare_data(config, backbone, context, **options)  # a missing dataset stops before the heavy work
     result = run_experiment(config, data, out, context, crf_workers=args.crf_workers,
-                            checkpoint_every=resolved["run"]["checkpoint_every"])
+                            checkpoint_every=resolved["run"]["checkpoint_every"], selection=selection)
     baseline = kmeans_baseline(data, config.seed) if context.is_main else None
     ablations = None
     if ablations_on(args, config):
@@ -286,6 +318,7 @@ def _print_summary(metrics: dict, out: Path) -> None:
     print(f"cluster mIoU {metrics['cluster_mIoU']:.1f} (no CRF {metrics['cluster_mIoU_no_crf']:.1f}), "
           f"linear mIoU {metrics['linear_mIoU']:.1f}, k-means baseline {metrics['baseline_kmeans_mIoU']:.1f}, "
           f"{metrics['seconds']:.0f} s; run folder {out}")
+    print(f"  evaluated step {metrics['selected_step']}: {metrics['selection']}")
     for row in metrics["ablations"] or []:
         linear = "" if row["linear_mIoU"] is None else f"  linear {row['linear_mIoU']:5.1f}"
         print(f"  {row['variant']:22s} cluster {row['cluster_mIoU']:5.1f}{linear}")

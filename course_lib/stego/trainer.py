@@ -12,10 +12,13 @@
   ``checkpoint.pt`` atomically; an existing checkpoint of the same configuration is resumed. Randomness
   (grids, negatives, dropout) is re-seeded from (seed, step, rank) at every step, so a resumed run
   gives exactly the weights of an uninterrupted one.
+- :class:`BestCheckpoints`: the official trainer's validation during training and its best checkpoints
+  (:class:`~.configs.CheckpointSelection`), kept by process 0 and resumed with the run.
 """
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -24,12 +27,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..cli import save_atomic
+from ..cli import replace_when_written, save_atomic
 from ..config import ConfigError, progress, progress_disabled
 from ..distributed import DistContext
 from ..evaluation.probes import spherical_kmeans_plus_plus
 from ..models.features import run_backbone
-from .configs import StegoConfig
+from .configs import CheckpointSelection, StegoConfig
 from .correlation import unit
 from .data import PairBatchSampler, PairDataset
 from .model import StegoModel
@@ -107,13 +110,78 @@ def seed_cluster_probe(model: StegoModel, features: torch.Tensor, seed: int) -> 
     model.cluster_probe.clusters.copy_(centres.to(model.cluster_probe.clusters))
 
 
+class BestCheckpoints:
+    """Validation every ``selection.val_freq`` steps and the ``save_top_k`` best candidate checkpoints.
+
+    ``validate(model)`` (called by process 0 with the model in eval mode) returns the validation scores, among
+    them ``monitor`` (``cluster_mIoU``, the official ``test/cluster/mIoU``); each call adds
+    ``{"step", **scores}`` to :attr:`curve`. Every ``select_every``-th step is a candidate scored by that
+    validation: its weights are written to ``folder/best_step<step>.pt`` (:meth:`StegoModel.save`) when they
+    rank among the ``save_top_k`` best, and the file of the one that drops out is deleted. Ties keep the
+    earlier step (a later checkpoint must be strictly better, as Lightning's ``ModelCheckpoint``).
+    """
+
+    FILE = re.compile(r"best_step(\d+)\.pt")
+
+    def __init__(self, selection: CheckpointSelection, validate: Callable[[StegoModel], dict], folder: str | Path,
+                 monitor: str = "cluster_mIoU"):
+        if not selection.enabled:
+            raise ValueError("BestCheckpoints needs a CheckpointSelection with val_freq > 0")
+        self.selection, self.validate, self.folder, self.monitor = selection, validate, Path(folder), monitor
+        self.curve: list[dict] = []
+        self.kept: list[tuple[float, int]] = []  # (score, step), best first
+
+    def path(self, step: int) -> Path:
+        return self.folder / f"best_step{step}.pt"
+
+    @property
+    def best(self) -> tuple[float, int] | None:
+        """(score, step) of the best kept checkpoint, ``None`` before the first candidate."""
+        return self.kept[0] if self.kept else None
+
+    def state(self) -> dict:
+        return {"curve": self.curve, "kept": [list(item) for item in self.kept]}
+
+    def load_state(self, state: dict) -> None:
+        """Resume: the curve and the kept list of a checkpoint; best files it does not know are deleted."""
+        self.curve = list(state["curve"])
+        self.kept = [(float(score), int(step)) for score, step in state["kept"]]
+        known = {step for _, step in self.kept}
+        for path in self.folder.glob("best_step*.pt"):
+            match = self.FILE.fullmatch(path.name)
+            if match and int(match.group(1)) not in known:
+                path.unlink()
+
+    def after_step(self, model: StegoModel, step: int) -> None:
+        """Validate at the validation steps; keep the weights of a candidate step that ranks."""
+        if step % self.selection.val_freq:
+            return
+        model.eval()
+        scores = self.validate(model)
+        if self.monitor not in scores:
+            raise KeyError(f"validate() returned {sorted(scores)}, without the monitored {self.monitor!r}")
+        self.curve.append({"step": step, **scores})
+        if step % self.selection.select_every:
+            return
+        score = float(scores[self.monitor])
+        if len(self.kept) == self.selection.save_top_k and not score > self.kept[-1][0]:
+            return
+        with replace_when_written(self.path(step)) as partial:
+            model.save(partial)
+        self.kept = sorted(self.kept + [(score, step)], key=lambda item: (-item[0], item[1]))
+        for _, dropped in self.kept[self.selection.save_top_k:]:
+            self.path(dropped).unlink(missing_ok=True)
+        self.kept = self.kept[:self.selection.save_top_k]
+
+
 def _step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 257 + rank) % (2 ** 63)
 
 
 def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: str | Path | None = None,
                 context: DistContext | None = None, checkpoint_every: int | None = None, amp: bool | None = None,
-                callback: Callable[[int, dict], None] | None = None, desc: str = "STEGO") -> list[dict]:
+                callback: Callable[[int, dict], None] | None = None, desc: str = "STEGO",
+                best: BestCheckpoints | None = None) -> list[dict]:
     """Train ``model`` for ``model.config.steps`` steps on ``source``; returns the per-step losses.
 
     Args:
@@ -122,6 +190,9 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
         context: the process's rank / device (default: one process on ``model``'s device).
         amp: bf16 autocast of the head and losses (default: on CUDA only).
         callback: called by process 0 as ``callback(step, losses)`` after every step (e.g. a live plot).
+        best: validation during training and the best checkpoints (:class:`BestCheckpoints`), run by process
+            0 after every step (the others wait at a barrier); its state is saved in and resumed from
+            ``checkpoint.pt``.
 
     Returns:
         One dict of the :data:`LOSS_KEYS` losses per step (process 0's batch), resumed steps included.
@@ -141,6 +212,8 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = state["step"], state["history"]
+    if best is not None and context.is_main:  # a fresh run starts with no best files, a resumed one with its own
+        best.load_state(state.get("selection", {"curve": [], "kept": []}) if start_step else {"curve": [], "kept": []})
     sampler = PairBatchSampler(source.table, config.num_neighbors, config.batch_size, config.steps, config.seed,
                                context.rank, context.world_size, start_step)
     batches = source.batches(sampler, device)
@@ -168,9 +241,15 @@ def train_stego(model: StegoModel, source: CachedPairs | OnlinePairs, out_dir: s
         history.append(record)
         if callback is not None and context.is_main:
             callback(step, record)
+        if best is not None and step % best.selection.val_freq == 0:
+            if context.is_main:
+                best.after_step(model, step)
+                model.train()
+            context.barrier()
         if checkpoint is not None and context.is_main and (step % checkpoint_every == 0 or step == config.steps):
             save_atomic({"config": config.to_dict(), "step": step, "history": history,
-                          "model": model.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint)
+                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          **({"selection": best.state()} if best is not None else {})}, checkpoint)
     model.eval()
     context.barrier()
     return history
