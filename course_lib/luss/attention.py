@@ -10,10 +10,18 @@ frozen projection head to the SwAV embedding space. Only the attention module an
 trained, with the SwAV loss (two crops, queue from the first epoch, no prototype freezing): to explain
 the image with few, consistent prototypes the attention must keep the object and drop the background.
 Its channel mean ā (B×1×H×W) is the foreground score the label step thresholds at τ.
+
+The official step puts the whole model in train mode (``LUSSeg/PASS main_pixel_attention.py:196``) with
+only the attention and the prototypes trainable (``:74-77``): the frozen backbone's BatchNorm layers
+normalise with batch statistics and re-estimate their running statistics (momentum 0.1, PyTorch's default
+of ``nn.BatchNorm2d``, ``src/resnet.py:186``) on the attention step's crops; the checkpoint saves them
+(``:171-181``, the whole state dict) and the clustering (``cluster.py:29-43``) and the pseudo-labels then
+run the network in eval mode with those statistics. ``AttentionConfig.train_backbone_bn`` does that (the
+ImageNet-S presets); the toy preset keeps the backbone in eval mode, with pre-training's statistics.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,7 +36,8 @@ from .d2s import image_mlp
 from .multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes
 from .pretrain import PASSModel, SwAVQueueSlot, load_pass_model
 from ..distributed import init_distributed
-from .training import build_optimizer, cosine_schedule, fit, load_checkpoint, make_loader, unwrap, wrap_model
+from .training import (CONV_INITS, build_optimizer, config_from_dict, cosine_schedule, fit, init_convs_,
+                       load_checkpoint, make_loader, unwrap, wrap_model)
 
 
 class PixelAttention(nn.Module):
@@ -54,25 +63,29 @@ def upsampled_features(backbone: nn.Module, images: torch.Tensor, factor: int = 
 class AttentionModel(nn.Module):
     """Frozen backbone and projection head, trainable :class:`PixelAttention` and prototypes.
 
-    The backbone stays in eval mode (its BN statistics are those of pre-training); the projection
-    head's BN layers use batch statistics while training, as in the official code (the attention-pooled
-    features are on another scale than the plain average the head was trained on)."""
+    While training, the projection head's BN layers use batch statistics, as in the official code (the
+    attention-pooled features are on another scale than the plain average the head was trained on); so do
+    the backbone's with ``train_backbone_bn`` (official: the whole model in train mode, the running statistics
+    re-estimated and saved), else the backbone stays in eval mode with pre-training's statistics."""
 
-    def __init__(self, backbone: nn.Module, projection_head: nn.Module, prototypes: Prototypes, upsample: int = 4):
+    def __init__(self, backbone: nn.Module, projection_head: nn.Module, prototypes: Prototypes, upsample: int = 4,
+                 train_backbone_bn: bool = False):
         super().__init__()
         self.backbone, self.projection_head, self.prototypes = backbone, projection_head, prototypes
         self.attention = PixelAttention(backbone.out_channels)
-        self.upsample = upsample
+        self.upsample, self.train_backbone_bn = upsample, train_backbone_bn
         for module in (backbone, projection_head):
             module.requires_grad_(False)
 
     @classmethod
-    def from_pass_model(cls, model: PASSModel, upsample: int = 4) -> "AttentionModel":
-        return cls(model.backbone, model.projection_head, model.prototypes, upsample)
+    def from_pass_model(cls, model: PASSModel, upsample: int = 4, train_backbone_bn: bool = False
+                        ) -> "AttentionModel":
+        return cls(model.backbone, model.projection_head, model.prototypes, upsample, train_backbone_bn)
 
     def train(self, mode: bool = True) -> "AttentionModel":
         super().train(mode)
-        self.backbone.eval()
+        if not self.train_backbone_bn:
+            self.backbone.eval()
         return self
 
     def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +127,8 @@ class AttentionConfig:
     optimizer: str = "lars"                 # "lars", "sgd" or "adamw" (training.OPTIMIZERS)
     freeze_prototypes_niters: int = 0
     upsample: int = 4
+    train_backbone_bn: bool = True          # official: backbone BN in train mode, statistics re-estimated; toy False
+    conv_init: str = "kaiming_fan_out"      # the attention's convolutions (training.CONV_INITS): official; toy "torch"
     seed: int = 10010
     workers: int = 0
     feat_dim: int = 128  # set from the pre-trained model
@@ -125,23 +140,29 @@ class AttentionConfig:
         self.crops_for_assign = tuple(self.crops_for_assign)
         if len({spec.size for spec in self.crops}) != 1:
             raise ValueError("the attention step trains on crops of one size")
+        if self.conv_init not in CONV_INITS:
+            raise ValueError(f"conv_init must be one of {', '.join(CONV_INITS)}, got {self.conv_init!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "AttentionConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The config of a saved dict; one saved before ``train_backbone_bn`` / ``conv_init`` existed kept the
+        backbone in eval mode and PyTorch's default initialisation."""
+        return config_from_dict(cls, values, {"train_backbone_bn": False, "conv_init": "torch"})
 
 
 def train_attention(config: AttentionConfig, pretrained: str | Path, dataset: Dataset, out_dir: str | Path,
                     device: str | torch.device | None = None, max_steps: int | None = None) -> Path:
     """Train the pixel attention on top of the pre-trained checkpoint ``pretrained``; resumes from
-    ``out_dir/checkpoint.pt``, which holds the whole :class:`AttentionModel`. Returns its path."""
+    ``out_dir/checkpoint.pt``, which holds the whole :class:`AttentionModel` (with ``train_backbone_bn``, the
+    backbone's re-estimated BN statistics, which the clustering and the labels then use). Returns its path."""
     processes = init_distributed(device)
     out_dir = Path(out_dir)
     seed_everything(config.seed + processes.rank)
     pass_model, pass_config, _ = load_pass_model(pretrained)
     config.feat_dim = pass_config.feat_dim
-    model = wrap_model(AttentionModel.from_pass_model(pass_model, config.upsample), processes)
+    attention_model = AttentionModel.from_pass_model(pass_model, config.upsample, config.train_backbone_bn)
+    init_convs_(attention_model.attention, config.conv_init)
+    model = wrap_model(attention_model, processes)
     core = unwrap(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer, lars_decay = build_optimizer(trainable, config.optimizer, config.base_lr, config.weight_decay)

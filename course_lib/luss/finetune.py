@@ -3,15 +3,21 @@
 The pre-trained backbone (the pre-training checkpoint, not the attention step's) gets a 1×1-conv head
 with K + 1 outputs ('other' and the K clusters), trained with pixel-wise cross-entropy on the
 pseudo-labels: random resized crops with flips, the labels downscaled (nearest) by
-``label_scale`` (official 0.5) and the logits upsampled (bilinear) to them. Inference resizes each
-image to a short side of 256 px, upsamples the logits to the full resolution (bilinear) and takes the
-argmax; the predictions are written as ImageNet-S PNGs (id = R + 256·G), which
-``python -m course_lib.evaluation.imagenet_s`` scores after the image-level matching.
+``label_scale`` (official 0.5) and the logits upsampled (bilinear) to them. The classifier is initialised
+as the official ``src/resnet.py:354-358`` (Kaiming fan-out, ``conv_init``; PyTorch's default in the toy
+preset). Inference resizes each image to a short side of 256 px, upsamples the logits to the full
+resolution (bilinear) and takes the argmax, except for images of more than 1000² pixels: as the official
+``inference.py:133-136`` (``--max_res 1000``), their logits are upsampled to a height of 1000 px (width in
+proportion), the argmax taken there and the ids upsampled (nearest) to the full size
+(:func:`course_lib.evaluation.protocols.capped_prediction`, rule "height"). The predictions are written as
+ImageNet-S PNGs (id = R + 256·G), which ``python -m course_lib.evaluation.imagenet_s`` scores after the
+image-level matching.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,13 +28,15 @@ from torch.utils.data import Dataset
 from ..config import seed_everything
 from ..data.label_png import write_imagenet_s_png
 from ..data.transforms import RandomRecolour, crop_pair, normalize, resize_pair
+from ..evaluation.protocols import capped_prediction
 from ..models.resnet import build_resnet
 from ..ssl.swav import float32_loss
 from .data import image_batches, sample_name
 from .multicrop import random_crop_box
 from .pretrain import load_pass_model
 from ..distributed import init_distributed
-from .training import build_optimizer, cosine_schedule, fit, load_checkpoint, make_loader, wrap_model
+from .training import (CONV_INITS, build_optimizer, config_from_dict, cosine_schedule, fit, init_convs_,
+                       load_checkpoint, make_loader, wrap_model)
 
 
 class SegmentationModel(nn.Module):
@@ -44,10 +52,11 @@ class SegmentationModel(nn.Module):
         return self.classifier(self.backbone(images))
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Predicted ids 0..K (B×H×W) at ``size``: logits bilinearly upsampled, then argmax."""
-        logits = F.interpolate(self(images), size=size, mode="bilinear", align_corners=False)
-        return logits.argmax(dim=1)
+    def predict(self, images: torch.Tensor, size: tuple[int, int], max_res: int | None = 1000) -> torch.Tensor:
+        """Predicted ids 0..K (B×H×W) at ``size``: logits bilinearly upsampled, then argmax; above ``max_res``²
+        pixels at a height of ``max_res`` first, as the official ``inference.py:133-136``
+        (:func:`course_lib.evaluation.protocols.capped_prediction`; None: no cap)."""
+        return capped_prediction(self(images), size, max_res, rule="height")
 
 
 @dataclass
@@ -65,27 +74,37 @@ class FinetuneConfig:
     final_lr: float = 0.0006
     weight_decay: float = 1e-6
     optimizer: str = "lars"                 # "lars", "sgd" or "adamw" (training.OPTIMIZERS)
+    conv_init: str = "kaiming_fan_out"      # the classifier (training.CONV_INITS): official; toy "torch"
     infer_short_side: int | None = 256
+    infer_max_res: int | None = 1000        # official inference.py:53: above 1000² px predict at height 1000
     seed: int = 10010
     workers: int = 0
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(self.crop_scale)
+        if self.conv_init not in CONV_INITS:
+            raise ValueError(f"conv_init must be one of {', '.join(CONV_INITS)}, got {self.conv_init!r}")
+        if self.infer_max_res is not None and (isinstance(self.infer_max_res, bool)
+                                               or not isinstance(self.infer_max_res, int) or self.infer_max_res < 1):
+            raise ValueError(f"infer_max_res must be a positive number of pixels or None, got {self.infer_max_res!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The config of a saved dict; one saved before ``conv_init`` existed used PyTorch's default."""
+        return config_from_dict(cls, values, {"conv_init": "torch"})
 
 
 class SegmentationCrops(Dataset):
-    """Random resized crops (with flips) of images and their pseudo-labels: ``"image"`` normalised
-    3×s×s, ``"label"`` s×s int64 (bilinear image, nearest label); with ``recolour_p`` > 0 the image is
-    recoloured the toy world's way (:class:`course_lib.data.transforms.RandomRecolour`) with that probability."""
+    """Random resized crops (with flips) of images and their labels: ``"image"`` normalised 3×s×s,
+    ``"label"`` s×s int64 (bilinear image, nearest label); with ``recolour_p`` > 0 the image is recoloured
+    the toy world's way (:class:`course_lib.data.transforms.RandomRecolour`) with that probability; ``colour``
+    (a transform of a 3×s×s image in [0, 1], e.g. SwAV's colour distortion) is applied after it."""
 
-    def __init__(self, dataset: Dataset, size: int, scale: tuple[float, float], recolour_p: float = 0.0):
+    def __init__(self, dataset: Dataset, size: int, scale: tuple[float, float], recolour_p: float = 0.0,
+                 colour: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.dataset, self.size, self.scale = dataset, size, scale
         self.recolour = RandomRecolour(recolour_p)
+        self.colour = colour
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -97,7 +116,8 @@ class SegmentationCrops(Dataset):
         image, label = resize_pair(*crop_pair(image, label, y, x, h, w), (self.size, self.size))
         if torch.rand(()) < 0.5:
             image, label = image.flip(-1), label.flip(-1)
-        return {"image": normalize(self.recolour(image)), "label": label}
+        image = self.recolour(image)
+        return {"image": normalize(image if self.colour is None else self.colour(image)), "label": label}
 
 
 @float32_loss
@@ -117,7 +137,9 @@ def finetune(config: FinetuneConfig, pretrained: str | Path, dataset: Dataset, o
     out_dir = Path(out_dir)
     seed_everything(config.seed + processes.rank)
     pass_model, pass_config, _ = load_pass_model(pretrained)
-    model = wrap_model(SegmentationModel(pass_model.backbone, config.num_classes), processes)
+    segmenter = SegmentationModel(pass_model.backbone, config.num_classes)
+    init_convs_(segmenter.classifier, config.conv_init)
+    model = wrap_model(segmenter, processes)
     optimizer, lars_decay = build_optimizer(model.parameters(), config.optimizer, config.base_lr, config.weight_decay)
     loader = make_loader(SegmentationCrops(dataset, config.crop_size, config.crop_scale, config.recolour_p),
                          config.batch_size, processes, shuffle=True, seed=config.seed, drop_last=True,
@@ -146,13 +168,15 @@ def load_segmentation_model(path: str | Path) -> tuple[SegmentationModel, Finetu
 
 @torch.no_grad()
 def predict_dataset(model: SegmentationModel, dataset: Dataset, short_side: int | None = 256, batch_size: int = 32,
-                    device: str | torch.device = "cpu", out_dir: str | Path | None = None) -> list[np.ndarray]:
-    """Predicted ids (0..K, H×W at each image's resolution) for every image; with ``out_dir`` also
-    written as ImageNet-S PNGs ``out_dir/<name>.png``. Returns them in dataset order."""
+                    device: str | torch.device = "cpu", out_dir: str | Path | None = None,
+                    max_res: int | None = 1000) -> list[np.ndarray]:
+    """Predicted ids (0..K, H×W at each image's resolution) for every image (images above ``max_res``² pixels
+    through the official cap, :meth:`SegmentationModel.predict`); with ``out_dir`` also written as
+    ImageNet-S PNGs ``out_dir/<name>.png``. Returns them in dataset order."""
     model = model.to(device).eval()
     predictions = []
     for images, metas, sizes in image_batches(dataset, batch_size, short_side, desc="predicting"):
-        ids = model.predict(images.to(device), sizes[0]).cpu().numpy()
+        ids = model.predict(images.to(device), sizes[0], max_res).cpu().numpy()
         for prediction, meta in zip(ids, metas):
             if out_dir is not None:
                 write_imagenet_s_png(Path(out_dir) / f"{sample_name(meta)}.png", prediction)

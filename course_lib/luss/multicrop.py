@@ -48,6 +48,23 @@ def crop_resize_flip(image: torch.Tensor, box: Sequence[float], size: int) -> to
     return crop.flip(-1) if flip else crop
 
 
+def colour_distortion(size: int, blur_sigma: tuple[float, float] = (0.1, 2.0), grayscale_p: float = 0.2,
+                      invert_p: float = 0.0, jitter_p: float = 0.8, recolour_p: float = 0.0) -> v2.Compose:
+    """SwAV's colour distortion of a 3×size×size crop in [0, 1] (``LUSSeg/PASS src/multicropdataset.py:131-161``,
+    also ``LUSSeg/ImageNetSegModel util/datasets.py:93-120``): colour jitter (0.8, 0.8, 0.8, 0.2) with
+    probability ``jitter_p``, grey with ``grayscale_p``, the toy world's recolouring with ``recolour_p``,
+    negative with ``invert_p``, then a Gaussian blur of σ in ``blur_sigma`` (px) with probability 0.5 (kernel
+    about 10 % of the crop)."""
+    kernel = 2 * max(1, round(0.05 * size)) + 1
+    return v2.Compose([
+        v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=jitter_p),
+        v2.RandomGrayscale(p=grayscale_p),
+        RandomRecolour(recolour_p),
+        v2.RandomInvert(p=invert_p),
+        v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=0.5),
+    ])
+
+
 class MultiCropWithBoxes:
     """One 3×H×W float image in [0, 1] → (normalised crops, V×5 float boxes (x, y, w, h, flip)).
 
@@ -64,16 +81,8 @@ class MultiCropWithBoxes:
         if not crops:
             raise ValueError("MultiCropWithBoxes needs at least one CropSpec")
         self.crops = list(crops)
-        self.colour = {}
-        for spec in self.crops:
-            kernel = 2 * max(1, round(0.05 * spec.size)) + 1
-            self.colour[spec.size] = v2.Compose([
-                v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=jitter_p),
-                v2.RandomGrayscale(p=grayscale_p),
-                RandomRecolour(recolour_p),
-                v2.RandomInvert(p=invert_p),
-                v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=0.5),
-            ])
+        self.colour = {spec.size: colour_distortion(spec.size, blur_sigma, grayscale_p, invert_p, jitter_p, recolour_p)
+                       for spec in self.crops}
 
     @classmethod
     def from_config(cls, config) -> "MultiCropWithBoxes":
@@ -103,17 +112,18 @@ class MultiCropDataset(Dataset):
     """Wraps a dataset of sample dicts (``"image"`` 3×H×W in [0, 1]): item ``i`` is a dict with
     ``"crops"`` (list of 3×s×s), ``"boxes"`` (V×5), and the 7×7 sampling grids of the overlap of the
     first two crops, ``"grid_a"``, ``"grid_b"`` (G×G×2) and ``"overlap"`` (bool), see
-    :func:`course_lib.luss.p2p.overlap_grids`."""
+    :func:`course_lib.luss.p2p.overlap_grids` (``outside``: the grid value of crops that do not overlap)."""
 
-    def __init__(self, dataset: Dataset, transform: MultiCropWithBoxes, grid_size: int = 7):
+    def __init__(self, dataset: Dataset, transform: MultiCropWithBoxes, grid_size: int = 7,
+                 outside: float | None = None):
         if transform.n_crops < 2:
             raise ValueError("pixel-to-pixel alignment needs at least two crops")
-        self.dataset, self.transform, self.grid_size = dataset, transform, grid_size
+        self.dataset, self.transform, self.grid_size, self.outside = dataset, transform, grid_size, outside
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
         crops, boxes = self.transform(self.dataset[index]["image"])
-        grid_a, grid_b, overlap = overlap_grids(boxes[None, 0], boxes[None, 1], self.grid_size)
+        grid_a, grid_b, overlap = overlap_grids(boxes[None, 0], boxes[None, 1], self.grid_size, self.outside)
         return {"crops": crops, "boxes": boxes, "grid_a": grid_a[0], "grid_b": grid_b[0], "overlap": overlap[0]}

@@ -24,7 +24,8 @@ labels      τ: sweep on the labelled validation set (the paper's protocol), Ots
             number; pseudo-labels of the training images → ``labels/train/<class>/<name>.png``, of
             the validation images → ``labels/validation``, and the baseline's → ``baseline/validation``
 finetune    a segmentation network on the pseudo-labels → ``finetune/checkpoint.pt``
-infer       predictions of the validation images at short side 256 → ``predictions/validation``;
+infer       predictions of the validation images at short side 256 (above 1000² px at height 1000, as the
+            official inference.py) → ``predictions/validation``;
             presence matching and the ImageNet-S metrics of the predictions, the raw pseudo-labels
             and the baseline → ``metrics.json``
 pipeline    all of the above in order
@@ -157,7 +158,11 @@ def toy_settings() -> Settings:
       thousands of iterations of 4096-image batches, not a few hundred of 32;
     - 100 prototypes of dimension 32, a queue of 384 from epoch 2, prototypes frozen for 100 iterations;
     - fine-tuning (20 epochs) on recoloured crops of 50-100 % of the image, close to the whole images it
-      then predicts.
+      then predicts;
+    - the course's first P2P sampling and initialisation, kept so that the shipped run and the lessons'
+      numbers stay: border padding with only overlapping crop pairs in L_p2p (``p2p_padding``), PyTorch's
+      default initialisation of the heads, the attention and the classifier (``conv_init``), and the
+      backbone's BN statistics left as pre-training's during the attention step (``train_backbone_bn``).
     """
     return Settings(
         "toy", 10,
@@ -165,13 +170,15 @@ def toy_settings() -> Settings:
                        crops=[CropSpec(64, 2, 0.3, 0.6), CropSpec(32, 4, 0.08, 0.15)], blur_sigma=(0.1, 1.0),
                        invert_p=0.5, jitter_p=0.0, recolour_p=1.0, queue_length=384, epoch_queue_starts=2, epochs=40,
                        batch_size=32, optimizer="adamw", base_lr=1e-3, final_lr=1e-5, weight_decay=0.05,
-                       freeze_prototypes_niters=100, p2p_contrast_weight=1.0, seed=0),
+                       freeze_prototypes_niters=100, p2p_padding="border", p2p_contrast_weight=1.0, conv_init="torch",
+                       seed=0),
         AttentionConfig(crops=[CropSpec(64, 2, 0.3, 1.0)], blur_sigma=(0.1, 1.0), invert_p=0.5, jitter_p=0.0,
                         recolour_p=1.0, queue_length=384, epochs=12, batch_size=32, optimizer="adamw", base_lr=1e-3,
-                        final_lr=1e-5, freeze_prototypes_niters=1000, seed=0),
+                        final_lr=1e-5, freeze_prototypes_niters=1000, train_backbone_bn=False, conv_init="torch",
+                        seed=0),
         FinetuneConfig(num_classes=10, crop_size=64, crop_scale=(0.5, 1.0), recolour_p=1.0, epochs=20, batch_size=32,
-                       optimizer="adamw", base_lr=1e-3, final_lr=1e-5, weight_decay=0.05, infer_short_side=None,
-                       seed=0),
+                       optimizer="adamw", base_lr=1e-3, final_lr=1e-5, weight_decay=0.05, conv_init="torch",
+                       infer_short_side=None, seed=0),
         cluster_short_side=None, cluster_crop=None, label_short_side=None, kmeans_restarts=10, tau="sweep",
         tau_grid=tuple(np.round(np.arange(0.0, 0.801, 0.02), 2).tolist()), batch_size=100)
 
@@ -488,7 +495,8 @@ class Pipeline:
         if not self._reusable("infer", self.path(*STEP_OUTPUTS["finetune"])):
             model = load_segmentation_model(self.path(*STEP_OUTPUTS["finetune"]))[0]
             predict_dataset(model, self.dataset("validation"), s.finetune.infer_short_side, s.batch_size,
-                            self._device(), out_dir=self.path("predictions", "validation"))
+                            self._device(), out_dir=self.path("predictions", "validation"),
+                            max_res=s.finetune.infer_max_res)
             done.write_text("predictions written\n")
             self._finished("infer")
         metrics: dict = {"tau": json.loads(self.path(*STEP_OUTPUTS["labels"]).read_text())["tau"]}
@@ -544,7 +552,7 @@ STEP_SETTINGS = {
     "cluster": ("num_classes", "n_clusters", "cluster_short_side", "cluster_crop", "kmeans_restarts",
                 "kmeans_iterations", "batch_size", "toy_images", "max_images", "pretrain.seed"),
     "labels": ("tau", "tau_grid", "label_short_side", "max_images"),
-    "infer": ("finetune.infer_short_side", "max_images"),
+    "infer": ("finetune.infer_short_side", "finetune.infer_max_res", "max_images"),
 }
 """The settings each reusable (non-training) step's result depends on, recorded beside it."""
 STEP_SPLITS = {"pretrain": ("train",), "attention": ("train",), "cluster": ("train",),
@@ -668,7 +676,8 @@ RUN_OUTPUTS = ("data", "subset", "pretrain", "attention", "cluster", "labels", "
 def _changes_training(key: str) -> bool:
     """Whether the dotted setting ``key`` changes what a training step (pre-training, attention, fine-tuning)
     learns, so that resuming its checkpoint would mislabel it (inference settings do not)."""
-    return (key.split(".")[0] in ("pretrain", "attention", "finetune") and key != "finetune.infer_short_side"
+    return (key.split(".")[0] in ("pretrain", "attention", "finetune")
+            and key not in ("finetune.infer_short_side", "finetune.infer_max_res")
             or key in ("num_classes", "toy_images", "max_images"))
 
 

@@ -11,14 +11,17 @@ their overlap (:mod:`.p2p`); stage 3 of the two large crops predicts the deep co
 SGD (momentum 0.9) with a cosine learning rate, LARS-scaled as SwAV's LARC (``optimizer="lars"``, the
 official runs; plain ``"sgd"`` and ``"adamw"`` for small data, see :func:`.training.build_optimizer`). An
 optional contrastive pixel-to-pixel term (``p2p_contrast_weight``, :func:`.p2p.pixel_contrast_loss`; 0 in
-the ImageNet-S presets) is added to L for the toy world's preset. The queue starts
+the ImageNet-S presets) is added to L for the toy world's preset. ``p2p_padding`` chooses the official
+P2P sampling ("zeros": zero padding, non-overlapping pairs count with cosine 0) or the toy preset's
+("border", overlapping pairs only), :mod:`.p2p`; ``conv_init`` the heads' initialisation (official Kaiming
+fan-out, :func:`course_lib.models.resnet.kaiming_fan_out_`, or PyTorch's default for the toy preset). The queue starts
 at ``epoch_queue_starts``; prototypes are frozen for the first ``freeze_prototypes_niters`` iterations.
 A checkpoint is written after every epoch and a run resumes from it. Under ``torchrun`` every process
 trains on its share of the data, Sinkhorn normalises over all processes' samples.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -32,10 +35,10 @@ from ..models.resnet import build_resnet
 from ..ssl.swav import Prototypes, SwAVQueue, freeze_prototypes_if_early, swapped_prediction_loss, swav_codes
 from .d2s import ShallowHead, deep_to_shallow_loss, image_mlp
 from .multicrop import CropSpec, MultiCropDataset, MultiCropWithBoxes
-from .p2p import PixelToPixelHead, pixel_contrast_loss, pixel_to_pixel_loss
+from .p2p import NON_OVERLAP_GRID, P2P_PADDINGS, PixelToPixelHead, pixel_contrast_loss, pixel_to_pixel_loss
 from ..distributed import DistContext, init_distributed
-from .training import (build_optimizer, cosine_schedule, fit, load_checkpoint, make_loader, save_checkpoint, unwrap,
-                       wrap_model)
+from .training import (CONV_INITS, build_optimizer, config_from_dict, cosine_schedule, fit, init_convs_, load_checkpoint,
+                       make_loader, save_checkpoint, unwrap, wrap_model)
 
 
 @dataclass
@@ -69,7 +72,9 @@ class PretrainConfig:
     freeze_prototypes_niters: int = 1001
     shallow_stage: int | None = 3
     grid_size: int = 7
+    p2p_padding: str = "zeros"              # P2P grid sampling (p2p.P2P_PADDINGS): official "zeros", toy "border"
     p2p_contrast_weight: float = 0.0        # optional contrastive P2P term (p2p.pixel_contrast_loss; 0 = PASS)
+    conv_init: str = "kaiming_fan_out"      # the heads' convolutions (training.CONV_INITS): official, toy "torch"
     seed: int = 10010
     workers: int = 0
 
@@ -84,30 +89,44 @@ class PretrainConfig:
             raise ValueError(f"shallow_stage must be 1, 2, 3 or None, got {self.shallow_stage}")
         if self.shallow_stage is not None and self.crops_for_assign != (0, 1):
             raise ValueError("deep-to-shallow supervision needs crops_for_assign = (0, 1)")
+        if self.p2p_padding not in P2P_PADDINGS:
+            raise ValueError(f"p2p_padding must be one of {', '.join(P2P_PADDINGS)}, got {self.p2p_padding!r}")
+        if self.conv_init not in CONV_INITS:
+            raise ValueError(f"conv_init must be one of {', '.join(CONV_INITS)}, got {self.conv_init!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "PretrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The config of a saved dict; one saved before ``p2p_padding`` / ``conv_init`` existed was trained
+        with border sampling and PyTorch's default initialisation (:data:`LEGACY_PRETRAIN`)."""
+        return config_from_dict(cls, values, LEGACY_PRETRAIN)
+
+
+LEGACY_PRETRAIN = {"p2p_padding": "border", "conv_init": "torch"}
+"""What the pre-training did before these settings existed (e.g. the shipped toy checkpoint's run)."""
 
 
 class PASSModel(nn.Module):
     """Backbone, projection head and prototypes (SwAV), pixel-to-pixel head, shallow head (D2S)."""
 
-    def __init__(self, arch: str, hidden_mlp: int, feat_dim: int, nmb_prototypes: int, shallow_stage: int | None = 3):
+    def __init__(self, arch: str, hidden_mlp: int, feat_dim: int, nmb_prototypes: int, shallow_stage: int | None = 3,
+                 p2p_padding: str = "zeros", conv_init: str = "kaiming_fan_out"):
         super().__init__()
         self.backbone = build_resnet(arch)
         channels = self.backbone.out_channels
         self.projection_head = image_mlp(channels, hidden_mlp, feat_dim)
         self.prototypes = Prototypes(feat_dim, nmb_prototypes)
-        self.pixel_head = PixelToPixelHead(channels, hidden_mlp, feat_dim)
+        self.pixel_head = PixelToPixelHead(channels, hidden_mlp, feat_dim, p2p_padding)
         self.shallow_stage = shallow_stage
         self.shallow_head = (ShallowHead(self.backbone.stage_channels[f"layer{shallow_stage}"], hidden_mlp, feat_dim)
                              if shallow_stage is not None else None)
+        for head in (self.pixel_head, self.shallow_head):  # the backbone's convolutions are already Kaiming's
+            if head is not None:
+                init_convs_(head, conv_init)
 
     @classmethod
     def from_config(cls, config: PretrainConfig) -> "PASSModel":
-        return cls(config.arch, config.hidden_mlp, config.feat_dim, config.nmb_prototypes, config.shallow_stage)
+        return cls(config.arch, config.hidden_mlp, config.feat_dim, config.nmb_prototypes, config.shallow_stage,
+                   config.p2p_padding, config.conv_init)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """Last-stage features B×C×h×w → L2-normalised embeddings z (B×D): average pool, projection MLP."""
@@ -149,7 +168,7 @@ def pass_losses(outputs: dict, prototypes: Prototypes, overlap: torch.Tensor, co
                        config.epsilon, config.sinkhorn_iterations)
     swav = swapped_prediction_loss(outputs["scores"], codes, config.crops_for_assign, config.temperature)
     z_a, z_b, p_a, p_b = outputs["p2p"]
-    p2p = pixel_to_pixel_loss(p_a, p_b, z_a, z_b, overlap)
+    p2p = pixel_to_pixel_loss(p_a, p_b, z_a, z_b, overlap if config.p2p_padding == "border" else None)
     losses = {"swav": swav, "p2p": p2p}
     if "shallow_scores" in outputs:
         losses["d2s"] = deep_to_shallow_loss(outputs["shallow_scores"], codes, config.temperature)
@@ -175,7 +194,8 @@ def pretrain(config: PretrainConfig, dataset: Dataset, out_dir: str | Path, devi
     model = wrap_model(PASSModel.from_config(config), processes)
     prototypes = unwrap(model).prototypes
     optimizer, lars_decay = build_optimizer(model.parameters(), config.optimizer, config.base_lr, config.weight_decay)
-    views = MultiCropDataset(dataset, MultiCropWithBoxes.from_config(config), config.grid_size)
+    views = MultiCropDataset(dataset, MultiCropWithBoxes.from_config(config), config.grid_size,
+                             NON_OVERLAP_GRID if config.p2p_padding == "zeros" else None)
     loader = make_loader(views, config.batch_size, processes, shuffle=True, seed=config.seed, drop_last=True,
                          workers=config.workers)
     schedule = cosine_schedule(config.base_lr, config.final_lr, len(loader) * config.epochs,

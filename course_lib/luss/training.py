@@ -14,8 +14,9 @@ most 2 iterations (:func:`course_lib.cli.cap_steps`).
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +25,31 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from ..cli import cap_steps, save_atomic
 from ..config import progress
 from ..distributed import DistContext
+from ..models.resnet import kaiming_fan_out_
+
+CONV_INITS = ("kaiming_fan_out", "torch")
+"""Initialisation of the convolutions a PASS step creates (heads, attention, classifier): ``"kaiming_fan_out"``
+as the official ``src/resnet.py:354-363`` (:func:`course_lib.models.resnet.kaiming_fan_out_`), or ``"torch"``,
+PyTorch's default (the toy preset)."""
+
+
+def init_convs_(module: nn.Module, conv_init: str) -> nn.Module:
+    """Initialise ``module``'s convolutions as ``conv_init`` (:data:`CONV_INITS`) says; "torch" leaves
+    PyTorch's default (and draws no random numbers). Returns ``module``."""
+    if conv_init not in CONV_INITS:
+        raise ValueError(f"conv_init must be one of {', '.join(CONV_INITS)}, got {conv_init!r}")
+    return kaiming_fan_out_(module) if conv_init == "kaiming_fan_out" else module
+
+
+Config = TypeVar("Config")
+
+
+def config_from_dict(cls: type[Config], values: dict, legacy: dict | None = None) -> Config:
+    """The config dataclass ``cls`` of a saved dict (unknown keys dropped). ``legacy`` gives the values of the
+    settings a dict written before they existed must get: what the code did then (e.g. the toy-era P2P
+    sampling), not today's official defaults."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in {**(legacy or {}), **values}.items() if k in known})
 
 
 def wrap_model(model: nn.Module, processes: DistContext) -> nn.Module:

@@ -93,13 +93,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers), out_channels
 
     def _init_weights(self) -> None:
-        """torchvision's initialisation: Kaiming-normal (fan-out) convolutions, BN weight 1, bias 0."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        kaiming_fan_out_(self)
 
     def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×H×W normalised images → ``{stage name: B×C_s×h_s×w_s}`` for the four stages."""
@@ -119,6 +113,22 @@ class ResNet(nn.Module):
     def patch_features(self, x: torch.Tensor) -> torch.Tensor:
         """Same as ``forward``: the dense features of the last stage (the backbone contract of the course)."""
         return self(x)
+
+
+def kaiming_fan_out_(module: nn.Module) -> nn.Module:
+    """torchvision's and PASS's initialisation of every ``Conv2d`` inside ``module``: weights Kaiming-normal
+    with fan-out and the ReLU gain (std = √(2 / (C_out·k²))), biases left as PyTorch sets them; every affine
+    ``BatchNorm2d`` weight 1, bias 0. No zero-init of the last BN of a residual branch (PASS builds its ResNets
+    with ``zero_init_residual=False``). Official: ``LUSSeg/PASS src/resnet.py:354-363`` (applied to the whole
+    model: backbone, pixel heads, the attention module, the segmentation classifier); ``:169`` and ``:603-608``
+    for ``zero_init_residual``. Returns ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(layer, nn.BatchNorm2d) and layer.affine:
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
 
 
 def build_resnet(name: str) -> ResNet:
