@@ -60,14 +60,14 @@ def test_samples_collate_in_a_dataloader():
     assert batch["meta"]["category"].tolist() == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("size", [64, 128, 256])
 def test_supported_sizes(size):
     sample = ToyWorld("scenes", "train", n_images=2, size=size)[1]
     assert sample["image"].shape == (3, size, size) and sample["label"].shape == (size, size)
 
 
 @pytest.mark.parametrize("arguments", [
-    {"kind": "cityscapes"}, {"split": "test"}, {"size": 63}, {"size": 129}, {"n_images": 0}, {"seed": -1},
+    {"kind": "cityscapes"}, {"split": "test"}, {"size": 63}, {"size": 257}, {"n_images": 0}, {"seed": -1}, {"version": 3},
 ])
 def test_invalid_arguments_are_refused(arguments):
     with pytest.raises(ValueError):

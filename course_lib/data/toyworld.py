@@ -2,8 +2,8 @@
 
 Two kinds of images, both built from the texture bank of :mod:`course_lib.data.textures`:
 
-- ``scenes`` (CocoStuff-like, :data:`SCENE_CLASSES`): 2-4 *stuff* regions (a smooth random
-  partition of the image, from horizon-like bands to wavy blobs) and 1-4 *things* on top
+- ``scenes`` (CocoStuff-like, :data:`SCENE_CLASSES`): 2-4 *stuff* regions (v2: 1-3, by theme;
+  a smooth random partition of the image, from horizon-like bands to wavy blobs) and 1-4 *things* on top
   (shapes of radius 13-28 % of the image side, at random positions, rotations and aspect ratios).
   Every pixel is labelled (no ignore pixels).
 - ``objects`` (ImageNet-S-like, :data:`OBJECT_CLASSES`): one object of a main category per
@@ -21,9 +21,20 @@ sensor noise. Clustering raw pixel colours therefore
 does poorly, while features that see texture and shape at the scale of an 8×8 to 16×16 patch
 separate the classes.
 
-Images are deterministic: image ``i`` depends only on ``(seed, kind, split, i)`` (and ``size``),
-through a NumPy ``SeedSequence``; train and validation images never coincide. Textures keep
-their pixel scale at every size (64-128 px). Generating a 96-px image takes 1-3 ms on one core.
+Images are deterministic: image ``i`` depends only on ``(seed, kind, split, i)`` (and ``size``,
+``version``), through a NumPy ``SeedSequence``; train and validation images never coincide.
+Textures keep their pixel scale at every size (64-256 px); the layout scales with the image, so a
+192-px render shows the same kind of scene at twice the resolution (for STEGO's five-crop, whose
+corner crops of half the side are then 96-px views at the textures' native scale). Generating a
+96-px image takes 1-3 ms on one core, a 192-px one about 6 ms.
+
+**Version 2** (``ToyWorld(..., version=2)``; version 1 stays the default until the shipped runs are
+retrained on v2): each ``scenes`` image first draws one of the :data:`SCENE_THEMES` (field, street,
+indoor, shore), a prior over its stuff and things and their counts, so that classes co-occur as
+in a photo collection (the nearest neighbour of a street scene is a street scene), while a share
+:data:`THEME_LEAK` of every draw ignores the theme: a theme makes classes likely, it never decides
+them. Colours are drawn as in v1. ``objects`` images are the same in both versions.
+:mod:`course_lib.data.toyworld_report` measures what the themes change.
 
 Default sizes (:data:`DEFAULT_N_IMAGES`): 1000 training and 200 validation images of each kind.
 """
@@ -46,7 +57,7 @@ from .textures import random_crop
 
 KINDS = ("scenes", "objects")
 SPLITS = ("train", "val")
-MIN_SIZE, MAX_SIZE = 64, 128
+MIN_SIZE, MAX_SIZE = 64, 256
 DEFAULT_N_IMAGES = {
     ("scenes", "train"): 1000,
     ("scenes", "val"): 200,
@@ -283,14 +294,67 @@ def _random_pose(rng: np.random.Generator, shape: str, size: int, radius: float,
     return centre, aspect, angle
 
 
-def _render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    stuff_ids = [i for i, spec in enumerate(SCENE_SPECS) if not spec.is_thing]
-    thing_ids = [i for i, spec in enumerate(SCENE_SPECS) if spec.is_thing]
+@dataclass(frozen=True)
+class SceneTheme:
+    """A kind of ``scenes`` image (toy world v2): a prior over which stuff and things appear, and how many.
+
+    ``stuff`` and ``things`` map class names to relative weights; classes of the other themes keep
+    a small share :data:`THEME_LEAK` of every draw, so a theme makes its classes likely without
+    deciding them. ``n_stuff`` and ``n_things`` are inclusive ranges of region and thing counts.
+    """
+
+    name: str
+    stuff: dict[str, float]
+    things: dict[str, float]
+    n_stuff: tuple[int, int] = (2, 3)
+    n_things: tuple[int, int] = (1, 4)
+
+    def probabilities(self, class_ids: list[int], weights: dict[str, float]) -> np.ndarray:
+        """Draw probabilities over ``class_ids`` (ids of :data:`SCENE_SPECS`): the theme's weights,
+        normalised, mixed with a uniform draw of weight :data:`THEME_LEAK`."""
+        theme = np.array([weights.get(SCENE_SPECS[i].name, 0.0) for i in class_ids])
+        return (1 - THEME_LEAK) * theme / theme.sum() + THEME_LEAK / len(class_ids)
+
+
+THEME_LEAK = 0.1
+"""Share of every stuff and thing draw that ignores the theme (uniform over the stuff or thing classes)."""
+
+SCENE_THEMES: tuple[SceneTheme, ...] = (
+    SceneTheme("field", stuff={"grass": 3, "sky": 2}, things={"kite": 3, "ball": 1}, n_stuff=(1, 2)),
+    SceneTheme("street", stuff={"brick": 3, "gravel": 3}, things={"sign": 3, "box": 1}, n_stuff=(1, 2)),
+    SceneTheme("indoor", stuff={"wood": 3, "brick": 1}, things={"box": 3, "star": 1}, n_stuff=(1, 2)),
+    SceneTheme("shore", stuff={"water": 3, "sand": 3, "sky": 2}, things={"ball": 3, "star": 1}, n_stuff=(2, 3)),
+)
+"""The themes of toy world v2 ``scenes``, each drawn with equal probability."""
+
+VERSIONS = (1, 2)
+_STUFF_IDS = [i for i, spec in enumerate(SCENE_SPECS) if not spec.is_thing]
+_THING_IDS = [i for i, spec in enumerate(SCENE_SPECS) if spec.is_thing]
+
+
+def _choose_stuff(rng: np.random.Generator, theme: SceneTheme | None) -> np.ndarray:
+    """Stuff class ids of one scene, distinct: 2-4 uniform ones (v1) or the theme's draw (v2)."""
+    if theme is None:
+        return rng.choice(_STUFF_IDS, size=int(rng.integers(2, 5)), replace=False)
+    count = int(rng.integers(theme.n_stuff[0], theme.n_stuff[1] + 1))
+    return rng.choice(_STUFF_IDS, size=count, replace=False, p=theme.probabilities(_STUFF_IDS, theme.stuff))
+
+
+def _choose_things(rng: np.random.Generator, theme: SceneTheme | None) -> np.ndarray:
+    """Thing class ids of one scene, with repeats: 1-4 uniform ones (v1) or the theme's draw (v2)."""
+    if theme is None:
+        return rng.choice(_THING_IDS, size=int(rng.integers(1, 5)))
+    count = int(rng.integers(theme.n_things[0], theme.n_things[1] + 1))
+    return rng.choice(_THING_IDS, size=count, p=theme.probabilities(_THING_IDS, theme.things))
+
+
+def _render_scene(rng: np.random.Generator, size: int,
+                  theme: SceneTheme | None = None) -> tuple[np.ndarray, np.ndarray]:
     image = np.empty((size, size, 3), dtype=np.float32)
-    chosen = rng.choice(stuff_ids, size=int(rng.integers(2, 5)), replace=False)
+    chosen = _choose_stuff(rng, theme)
     regions = _paint_stuff(image, rng, [SCENE_SPECS[i].texture for i in chosen])
     label = chosen[regions].astype(np.int64)
-    for class_id in rng.choice(thing_ids, size=int(rng.integers(1, 5))):
+    for class_id in _choose_things(rng, theme):
         spec = SCENE_SPECS[class_id]
         radius = size * rng.uniform(0.13, 0.28)
         centre, aspect, angle = _random_pose(rng, spec.shape, size, radius, margin=0.3)
@@ -329,16 +393,23 @@ class ToyWorld(Dataset):
             (ImageNet-S-like, :data:`OBJECT_CLASSES`, 0 = 'other').
         split: ``"train"`` or ``"val"``; the two never share an image.
         n_images: number of images; default :data:`DEFAULT_N_IMAGES` (1000 train, 200 val).
-        size: image side in pixels, 64-128 (square images).
+        size: image side in pixels, 64-256 (square images). Textures keep their pixel scale at
+            every size while the layout (regions, thing sizes) scales with the image: a 192-px
+            render is the same kind of scene at twice the resolution, so each corner crop of
+            half its side (STEGO's five-crop, ``course_lib.data.five_crop``) is a 96-px image
+            with native-scale textures and things twice as large as in a 96-px render.
         seed: non-negative integer; the same arguments always give the same images.
+        version: ``1`` (default; the world every shipped run was trained on) or ``2``:
+            ``scenes`` drawn from :data:`SCENE_THEMES` (:meth:`theme`); ``objects`` are the
+            same in both versions.
 
     ``ds[i]`` is a dict: ``"image"`` 3×H×W float32 in [0, 1] (not normalised), ``"label"``
-    H×W int64 (-1 ignore) and ``"meta"`` (``"name"``, ``"index"``, and for ``objects``
-    ``"category"``, the image's main category id).
+    H×W int64 (-1 ignore) and ``"meta"`` (``"name"``, ``"index"``, for ``objects``
+    ``"category"``, the image's main category id, and for v2 ``scenes`` ``"theme"``, its theme's name).
     """
 
     def __init__(self, kind: str = "scenes", split: str = "train", n_images: int | None = None,
-                 size: int = 96, seed: int = 0):
+                 size: int = 96, seed: int = 0, version: int = 1):
         if kind not in KINDS:
             raise ValueError(f"Unknown toy-world kind {kind!r}: use one of {', '.join(map(repr, KINDS))}.")
         if split not in SPLITS:
@@ -352,8 +423,10 @@ class ToyWorld(Dataset):
             raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if version not in VERSIONS:
+            raise ValueError(f"Unknown toy-world version {version!r}: use one of {', '.join(map(str, VERSIONS))}.")
         self.kind, self.split = kind, split
-        self.n_images, self.size, self.seed = int(n_images), int(size), int(seed)
+        self.n_images, self.size, self.seed, self.version = int(n_images), int(size), int(seed), int(version)
         self.class_specs: tuple[ClassSpec, ...] = SCENE_SPECS if kind == "scenes" else OBJECT_SPECS
         self.classes: list[str] = [spec.name for spec in self.class_specs]
 
@@ -379,13 +452,32 @@ class ToyWorld(Dataset):
             raise ValueError("only 'objects' images have a main category; use image_categories() for scenes")
         return 1 + self._check_index(index) % (self.num_classes - 1)
 
+    def _rng(self, index: int) -> np.random.Generator:
+        """The random stream of image ``index`` (its theme, if any, is its first draw)."""
+        key = (_KIND_CODES[self.kind], _SPLIT_CODES[self.split], self._check_index(index))
+        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
+
+    @property
+    def themed(self) -> bool:
+        """True when the images are drawn from :data:`SCENE_THEMES` (v2 ``scenes``)."""
+        return self.kind == "scenes" and self.version >= 2
+
+    def _draw_theme(self, rng: np.random.Generator) -> SceneTheme | None:
+        return SCENE_THEMES[int(rng.integers(len(SCENE_THEMES)))] if self.themed else None
+
+    def theme(self, index: int) -> str:
+        """Theme name of v2 ``scenes`` image ``index`` (one of :data:`SCENE_THEMES`), without rendering it."""
+        if not self.themed:
+            raise ValueError(f"only version-2 'scenes' images have a theme; this is {self!r}: "
+                             "use ToyWorld('scenes', ..., version=2)")
+        return self._draw_theme(self._rng(index)).name
+
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image ``index`` as NumPy arrays: H×W×3 float32 in [0, 1] and H×W int64 labels."""
         index = self._check_index(index)
-        key = (_KIND_CODES[self.kind], _SPLIT_CODES[self.split], index)
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
+        rng = self._rng(index)
         if self.kind == "scenes":
-            image, label = _render_scene(rng, self.size)
+            image, label = _render_scene(rng, self.size, self._draw_theme(rng))
         else:
             image, label = _render_object(rng, self.size, self.category(index))
         image += _SENSOR_NOISE * rng.standard_normal(image.shape, dtype=np.float32)
@@ -401,6 +493,8 @@ class ToyWorld(Dataset):
         meta = {"name": self.name(index), "index": index}
         if self.kind == "objects":
             meta["category"] = self.category(index)
+        if self.themed:
+            meta["theme"] = self.theme(index)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "label": torch.from_numpy(label),
@@ -417,7 +511,7 @@ class ToyWorld(Dataset):
 
     def __repr__(self) -> str:
         return (f"ToyWorld(kind={self.kind!r}, split={self.split!r}, n_images={self.n_images}, "
-                f"size={self.size}, seed={self.seed})")
+                f"size={self.size}, seed={self.seed}" + (f", version={self.version})" if self.version != 1 else ")"))
 
 
 def write_imagenet_s_layout(dataset: ToyWorld, root: str | Path, split_name: str = "validation") -> list[Path]:
