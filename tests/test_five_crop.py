@@ -27,6 +27,7 @@ from course_lib.data.five_crop import (
 from course_lib.data.folders import DatasetNotFoundError
 from course_lib.data.label_png import LabelEncodingError
 from fake_datasets import make_cityscapes, make_cocostuff
+from test_stego_train import make_stego_cocostuff
 
 SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "five_crop.py"
 
@@ -129,7 +130,7 @@ def test_cli_prepares_and_reports_a_missing_dataset(tmp_path, capsys):
     cli = load_cli()
     assert cli.main(["--dataset", "cocostuff27", "--split", "train", "--data-dir", str(tmp_path)]) == 2
     assert "python data_scripts/get_cocostuff.py" in capsys.readouterr().err
-    make_cocostuff(tmp_path, "train", n_images=1)
+    make_stego_cocostuff(tmp_path, "train", n_images=1)
     args = ["--dataset", "cocostuff27", "--split", "train", "--data-dir", str(tmp_path), "--num-workers", "0"]
     assert cli.main(args) == 0
     assert len(FiveCropDataset("cocostuff27", "train", root=tmp_path)) == 5
@@ -139,7 +140,7 @@ def test_five_crop_dataset_prepares_once_and_keeps_a_first_n_subset_apart(tmp_pa
     with pytest.raises(DatasetNotFoundError, match="get_cocostuff.py"):  # no source: stops before writing
         five_crop_dataset("cocostuff27", "train", root=tmp_path)
     assert not (tmp_path / "cropped").exists()
-    make_cocostuff(tmp_path, "train", n_images=3, size=(24, 32))
+    make_stego_cocostuff(tmp_path, "train", n_images=3, size=(24, 32))
     first = five_crop_dataset("cocostuff27", "train", root=tmp_path, n_images=2)
     assert len(first) == 10 and first.source_indices[-1] == 1
     assert first.image_paths[0].startswith(str(five_crop_dir("cocostuff27", tmp_path, n_images=2)))
