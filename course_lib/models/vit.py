@@ -159,7 +159,10 @@ class VisionTransformer(nn.Module):
     position grid is resized (:meth:`interpolate_pos_encoding`). ``conv_stem=True`` replaces the patchify
     projection by a small convolutional stem (toy backbone option).
 
-    Tokens are ordered [CLS, registers, patches]: 1 + R + N with N = h·w, h = H // P, w = W // P.
+    Tokens are ordered [CLS, registers, patches]: 1 + R + N with N = h·w, h = H // P, w = W // P. H and W need
+    not be multiples of P: the last H mod P rows and W mod P columns are then not seen (DINO's patchify drops
+    them; DINOv2's ``PatchEmbed`` would refuse such an input), so give multiples of P (224 / 322 px for
+    patch 14) wherever features must line up with pixels.
 
     - ``forward(x)`` → B×D, the final-normed [CLS] token (what DINO's projection head receives).
     - ``patch_features(x)`` → B×D×h×w, the last block's patch tokens after the final norm.
