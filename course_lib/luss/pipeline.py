@@ -772,5 +772,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-OFFICIAL_DEVIATIONS: tuple[Deviation, ...] = ()
-"""Where this method's full preset still differs from the official code (:mod:`course_lib.deviations`)."""
+OFFICIAL_DEVIATIONS: tuple[Deviation, ...] = (
+    Deviation(
+        setting="mixed precision (pre-training, attention, fine-tuning)",
+        ours="bf16 autocast on CUDA; Sinkhorn, the losses and the metrics in float32",
+        official="apex AMP opt_level O1 (fp16 with loss scaling), --use_fp16 true",
+        why="apex is unmaintained and needs a CUDA build; bf16 has fp32's range, so no loss scaling is needed",
+        source="LUSSeg/PASS main_pretrain.py:117-120, main_pixel_attention.py:117-120, scripts/luss50_pass.sh:50"),
+    Deviation(
+        setting="image normalisation of the training crops",
+        ours="ImageNet std (0.229, 0.224, 0.225) everywhere",
+        official="std (0.228, 0.224, 0.225) for the pre-training and attention crops (0.229 in cluster.py and "
+                 "inference.py)",
+        why="0.228 is a typo in the official dataset code (a 0.4 % change of the red channel's scale); one "
+            "normalisation keeps training and inference consistent",
+        source="LUSSeg/PASS src/multicropdataset.py:40, :91; cluster.py:53-55"),
+    Deviation(
+        setting="ImageNet-S919 pre-training and fine-tuning images",
+        ours="the ImageNet-S919 training split (919 of the 1000 ImageNet categories)",
+        official="all of ImageNet-1k's training set (DATA=/data/imagenet)",
+        why="the course's data root holds ImageNet-S only; the split has about 93 % of ImageNet-1k's images",
+        source="LUSSeg/PASS scripts/luss919_pass.sh:4, :28, :127"),
+    Deviation(
+        setting="semi-supervised fine-tuning: mixed precision",
+        ours="bf16 autocast on CUDA, the loss in float32, no gradient scaler",
+        official="torch.cuda.amp.autocast (fp16) with NativeScaler",
+        why="bf16 has fp32's range, so no loss scaling is needed",
+        source="LUSSeg/ImageNetSegModel engine_segfinetune.py:58, main_segfinetune.py:331"),
+    Deviation(
+        setting="semi-supervised fine-tuning: drop path (ViT)",
+        ours="none (no stochastic depth)",
+        official="--drop_path 0.1 (timm's linearly increasing drop-path rate)",
+        why="the course's ViT (course_lib.models.vit) has no stochastic depth; PASS's own ResNet-50 recipe "
+            "(MODEL_ZOO.md) uses none",
+        source="LUSSeg/ImageNetSegModel README.md:22, models/models_vit.py:141"),
+    Deviation(
+        setting="semi-supervised fine-tuning: processes and BatchNorm batch",
+        ours="one process with the whole batch of 256 (a ResNet's BatchNorm normalises over 256 images)",
+        official="8 GPUs × 32 under DistributedDataParallel without SyncBatchNorm (BatchNorm over 32 images)",
+        why="the protocol is a library function, not a torchrun CLI; the effective batch, lr and schedule are "
+            "the official ones",
+        source="LUSSeg/ImageNetSegModel README.md:14-17, main_segfinetune.py:318-321",
+        test="tests/test_protocols_semi.py::test_full_recipe_pins_the_readme_values"),
+)
+"""Where this method's full preset (and the semi-supervised protocol's recipe, :mod:`course_lib.evaluation.
+protocols`) still differs from the official code (:mod:`course_lib.deviations`). Matched since issue 15 and
+pinned by ``tests/test_luss_official.py`` / ``tests/test_protocols_semi.py``: the attention step's BatchNorm,
+the P2P sampling, the Kaiming fan-out initialisation, the 1000 px inference cap, the fine-tuning recipe."""
