@@ -203,3 +203,43 @@ def test_clear_errors():
         dense_crf_batch([image, image], [logits, logits], workers=0)
     with pytest.raises(ValueError, match="different shapes"):
         dense_crf_batch([image, image[:16]], [logits, logits])
+
+
+def test_scale_rule_scales_only_the_bilateral_width():
+    assert crf.CRF_REFERENCE_SIZE == 320  # STEGO src/configs/eval_config.yml:4 (res: 320), src/eval_segmentation.py:134
+    assert STEGO_CRF.scaled_to(320) == STEGO_CRF
+    toy = STEGO_CRF.scaled_to(96)
+    assert toy.bilateral_sxy == pytest.approx(67 * 96 / 320)
+    assert (toy.gaussian_sxy, toy.gaussian_compat, toy.bilateral_srgb, toy.bilateral_compat) == (1, 3, 3, 4)
+    assert STEGO_CRF.scaled_to((96, 128)) == toy, "the shorter side sets the scale"
+    assert STEGO_CRF.scaled_to(448, reference=448) == STEGO_CRF
+    assert STEGO_CRF == CRFParams() and STEGO_CRF.bilateral_sxy == 67, "STEGO's constants stay the default"
+    for bad in (0, -96, 96.5, (96,), (96, 0)):
+        with pytest.raises(ValueError, match="image_size"):
+            STEGO_CRF.scaled_to(bad)
+    with pytest.raises(ValueError, match="reference"):
+        STEGO_CRF.scaled_to(96, reference=0)
+
+
+def _two_strips_of_one_colour(size: int) -> tuple[np.ndarray, torch.Tensor, int]:
+    """A size×size image: a red strip (left sixth, confident class 0), a blue middle (confident class 2)
+    and a red strip (right sixth) whose logits barely prefer class 1 (0.3 above the others)."""
+    rng = np.random.default_rng(0)
+    strip = size // 6
+    image = np.empty((size, size, 3))
+    image[:] = (200, 60, 40)
+    image[:, strip : size - strip] = (40, 90, 200)
+    image = np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+    logits = torch.zeros(3, size, size)
+    logits[0, :, :strip], logits[2, :, strip : size - strip], logits[1, :, size - strip :] = 4.0, 4.0, 0.3
+    return image, logits, strip
+
+
+def test_scaled_crf_does_at_96_px_what_stegos_does_at_320_px():
+    def right_strip(size, params):
+        image, logits, strip = _two_strips_of_one_colour(size)
+        return dense_crf(image, logits, params=params, backend="pydensecrf").argmax(0)[:, -strip:].unique().tolist()
+
+    assert right_strip(320, STEGO_CRF) == [1], "at 320 px STEGO's θα = 67 px does not reach across the image"
+    assert right_strip(96, STEGO_CRF) == [0], "at 96 px it does: the far strip takes the other red strip's class"
+    assert right_strip(96, STEGO_CRF.scaled_to(96)) == [1]

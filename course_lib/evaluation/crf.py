@@ -11,6 +11,10 @@ Krähenbühl & Koltun, "Efficient Inference in Fully Connected CRFs with Gaussia
   ``k_b = exp(-|p_i - p_j|² / 2θα² - |I_i - I_j|² / 2θβ²)`` (θα = 67, θβ = srgb = 3, w_b = 4);
 - 10 mean-field iterations ``Q ← softmax(-U + Σ_m w_m · A_m Q)``, starting from ``softmax(-U)``.
 
+STEGO set θα for 320-px images (:data:`CRF_REFERENCE_SIZE`); :meth:`CRFParams.scaled_to` states
+and applies the rule for other sizes (θα ∝ the image's shorter side, θγ and θβ fixed), e.g.
+``dense_crf(image, logits, params=STEGO_CRF.scaled_to(96))`` on the toy world's 96-px images.
+
 Two facts from Krähenbühl's C++ code inside pydensecrf (``densecrf/src/pairwise.cpp``,
 ``densecrf.cpp``, ``labelcompatibility.cpp``) fix what ``A_m`` is, and the PyTorch backend follows
 them so that both backends agree:
@@ -44,7 +48,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -59,6 +63,12 @@ MAX_BILATERAL_SOURCES = 10_000
 GAUSSIAN_TRUNCATION = 4.0
 """The torch Gaussian term's convolution covers ±4θγ: it leaves out at most ~1e-4 of the kernel's
 mass (6e-6 for θγ = 1)."""
+
+
+CRF_REFERENCE_SIZE = 320
+"""Image side STEGO's CRF constants were set for: its evaluation resizes the shorter side to
+``res: 320`` and centre-crops 320×320 (``src/configs/eval_config.yml:4``, ``src/utils.py:165-178``)
+and runs the CRF on those images (``src/eval_segmentation.py:134``)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,31 @@ class CRFParams:
         for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"CRFParams.{name} must be positive, got {getattr(self, name)}")
+
+    def scaled_to(self, image_size: int | tuple[int, int], reference: int = CRF_REFERENCE_SIZE) -> CRFParams:
+        """The same CRF for images of another size: the bilateral kernel's spatial width θα scaled
+        by ``s = min(H, W) / reference``; θγ, θβ and the weights unchanged.
+
+        The rule: θα is a *scene* scale (pixels within about a fifth of the image side that share a
+        colour vote together: 67 px of STEGO's 320-px images), so it follows the image; θγ = 1 px is a
+        *pixel* scale (it smooths away one-pixel noise at any size; scaled to 0.3 px for a 96-px image
+        it would vanish: a neighbour would weigh exp(-1 / (2·0.3²)) ≈ 0.004); θβ is in colour units.
+        With the default reference, ``STEGO_CRF.scaled_to(320)`` is STEGO's CRF and
+        ``STEGO_CRF.scaled_to(96)`` has θα = 67·96/320 = 20.1 px: unscaled, 67 px spans a 96-px
+        image and relabels whole regions of similar colour.
+
+        Args:
+            image_size: side ``S`` of square images, or ``(H, W)`` (the shorter side is used, as
+                STEGO resizes the shorter side to its resolution).
+            reference: the image side these parameters were set for, in pixels
+                (:data:`CRF_REFERENCE_SIZE` for STEGO's).
+        """
+        sides = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
+        if not isinstance(sides, (tuple, list)) or len(sides) != 2 or not all(isinstance(side, (int, np.integer)) and side > 0 for side in sides):
+            raise ValueError(f"image_size must be a positive integer or (H, W), got {image_size!r}")
+        if not isinstance(reference, (int, np.integer)) or reference <= 0:
+            raise ValueError(f"reference must be a positive image side in pixels, got {reference!r}")
+        return replace(self, bilateral_sxy=self.bilateral_sxy * min(sides) / reference)
 
 
 STEGO_CRF = CRFParams()
