@@ -2,14 +2,16 @@
 #   make course   run every lesson headless in the toy profile -> build/course/ (notebooks + HTML)
 #   make test     unit tests, then every notebook under nbval (toy profile)
 #   make lab      JupyterLab in the venv
+#   make site     the course as a website -> build/site/index.html (offline, from the committed executed notebooks)
 #   make setup    only create / update the venv
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
+SITE_STAMP := $(VENV)/.site-installed
 export COURSE_PROFILE ?= toy
 
-.PHONY: setup course test unit-tests notebook-tests lab clean gpu-check
+.PHONY: setup course test unit-tests notebook-tests lab clean gpu-check site
 
 setup: $(STAMP)
 
@@ -20,12 +22,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c "import torch, torchvision, pydensecrf.densecrf, course_lib; print('course_lib ready: torch', torch.__version__)"
 	touch $(STAMP)
 
+# The [site] extra (Sphinx, myst-nb, the theme, a local MathJax, selenium: about 35 small pure-Python wheels) only for
+# make site and make test (whose tests/test_site.py builds the site and opens it in headless Chromium);
+# make course and make lab do not install it.
+$(SITE_STAMP): $(STAMP)
+	$(PY) -m pip install -c constraints.txt -e ".[site]"
+	touch $(SITE_STAMP)
+
+site: $(SITE_STAMP)
+	$(PY) site/build.py
+
 course: $(STAMP)
 	$(PY) -m course_lib.lessons run --out build/course
 
 test: unit-tests notebook-tests
 
-unit-tests: $(STAMP)
+unit-tests: $(STAMP) $(SITE_STAMP)
 	TQDM_DISABLE=1 $(PY) -m pytest tests -q
 
 notebook-tests: $(STAMP)
