@@ -86,7 +86,7 @@ def write(path: Path, data: bytes) -> Path:
 
 def test_every_registry_entry_has_https_or_an_explicit_flag_and_a_checksum_or_an_explicit_flag():
     entries = hub.all_files()
-    assert len(entries) == 4 + 3 + 5 + 2 + 15 + 3
+    assert len(entries) == 4 + 4 + 3 + 5 + 2 + 15 + 3
     filenames = [e.filename for e in entries.values()]
     assert len(set(filenames)) == len(filenames), "file names must be unique (mirrors serve them by name)"
     for entry in entries.values():
