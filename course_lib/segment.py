@@ -7,7 +7,8 @@ The run (``--run``) is any folder ``python -m course_lib.stego.train`` wrote (``
 ``stego.pt``, ``metrics.json``); by default the shipped toy run (:func:`course_lib.stego.train.toy_run`,
 as lessons 03, 04 and 08 load it). Its ``config.json`` gives the backbone and the evaluation resolution
 (``val_resolution``: 320 px for the official presets, 96 px in the toy world), ``stego.pt`` the head and
-the cluster probe, ``metrics.json`` (when the run has one) the Hungarian assignment of clusters to the
+the cluster probe (the weights the run evaluated: the last step, or the best kept checkpoint when the run
+selected one), ``metrics.json`` (when the run has one) the Hungarian assignment of clusters to the
 classes of its validation set, used for the legend only.
 
 Every image of ``DIR`` (not its sub-folders) whose suffix is ``.jpg``, ``.jpeg`` or ``.png`` (any case)
@@ -209,8 +210,9 @@ def _legend(n_clusters: int, classes: list[str] | None, assignment: list[int] | 
 
 def read_photo(path: str | Path) -> np.ndarray:
     """An image file → H×W×3 uint8 RGB, EXIF orientation applied, alpha composited over white (see the
-    module docstring for the modes). Raises PIL's ``OSError`` (``UnidentifiedImageError``, a truncated
-    file), ``ValueError`` or ``Image.DecompressionBombError`` for a file that is not a readable image."""
+    module docstring for the modes). A file that is not a readable image raises what PIL raises:
+    ``OSError`` (``UnidentifiedImageError``, a truncated file), ``ValueError``, ``SyntaxError``, ``EOFError``
+    or ``Image.DecompressionBombError`` (more than twice ``Image.MAX_IMAGE_PIXELS``)."""
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)  # a loaded copy; decoding errors surface here
     if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit greyscale: PIL's convert would clip at 255
@@ -249,9 +251,8 @@ def segment_batch(run: SegmentRun, backbone: nn.Module, images: torch.Tensor, cr
     docstring): flip-averaged codes, the cluster probe at α = 2, the CRF on these images when ``crf``."""
     device = next(run.model.parameters()).device
     pixels = images.permute(0, 3, 1, 2).float().div(255)
-    features = run_backbone(backbone, pixels, device)
-    features_flipped = run_backbone(backbone, pixels.flip(dims=[3]), device)
-    codes = flip_averaged_codes(run.model, features, features_flipped)
+    features = run_backbone(backbone, torch.cat([pixels, pixels.flip(dims=[3])]), device)  # one pass for both
+    codes = flip_averaged_codes(run.model, *features.chunk(2))
     cluster_log_probs, _ = probe_log_probs(run.model, codes, tuple(images.shape[1:3]))
     if not crf:
         return cluster_log_probs.argmax(1).cpu()
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> SegmentReport:
     cli.apply_common(args)
     report = segment_folder(args.images, args.out, args.run, crf=args.crf, batch_size=args.batch_size,
                             device=args.device, resolution=args.resolution, crf_workers=args.crf_workers)
-    skipped = f", {len(report.skipped)} skipped ({', '.join(s['file'] for s in report.skipped)})" if report.skipped else ""
+    names = ", ".join(entry["file"] for entry in report.skipped)
+    skipped = f", {len(report.skipped)} skipped ({names})" if report.skipped else ""
     print(f"segmented {len(report.images)} images{skipped} with {report.run} ({report.backbone}, "
           f"{report.resolution} px, {report.n_clusters} clusters, CRF {'on' if report.crf else 'off'}) in "
           f"{report.seconds:.1f} s; results in {report.out}")

@@ -48,7 +48,8 @@ def _write_folder(folder: Path) -> dict[str, tuple[int, int]]:
     rgba = _pixels(64, 48, 3, channels=4)
     rgba[:20, :, 3] = 0
     Image.fromarray(rgba, mode="RGBA").save(folder / "alpha.png")
-    Image.fromarray(_pixels(40, 40, 4)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(folder / "palette.png")
+    palette = Image.fromarray(_pixels(40, 40, 4)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.save(folder / "palette.png")
     Image.fromarray(_pixels(45, 90, 5)).save(folder / "UPPER.JPG", quality=95)
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = 6  # stored 30 wide × 60 high, shown rotated: 60 wide × 30 high
@@ -111,6 +112,7 @@ def test_every_readable_image_gets_a_label_png_at_its_own_size(segmented):
     assert len(np.unique(np.asarray(Image.open(out / "tall.png")))) > 1  # two textures: not one flat segment
     assert (out / "legend.png").stat().st_size > 0
     assert not (out / "deep.png").exists() and not (out / "notes.png").exists()
+    assert not list(out.glob("*partial*"))  # every file renamed into place
 
 
 def test_corrupt_file_is_named_and_skipped(segmented):
@@ -219,6 +221,8 @@ def test_config_json_gives_the_resolution_and_a_run_without_assignment_names_clu
     (run / "config.json").write_text(json.dumps({"stego": {**stego, "val_resolution": 64}}))
     (tmp_path / "images").mkdir()
     Image.fromarray(_pixels(30, 60, 0)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"an older output")  # replaced
     report = segment_folder(tmp_path / "images", tmp_path / "out", run, crf=False)
     assert report.resolution == 64 and not report.crf
     assert (report.images[0]["model_height"], report.images[0]["model_width"]) == (64, 128)
