@@ -96,6 +96,13 @@ def _local_target(site: Path, page: Path, url: str) -> tuple[Path, str] | None:
     return target, unquote(parts.fragment)
 
 
+def _notebook_title(notebook: Path) -> str:
+    """The first ``# heading`` of the notebook's markdown cells."""
+    cells = json.loads(notebook.read_text())["cells"]
+    lines = ("".join(c["source"]).splitlines() for c in cells if c["cell_type"] == "markdown")
+    return next(line[2:].strip() for cell in lines for line in cell if line.startswith("# "))
+
+
 def test_one_page_per_lesson_with_navigation_and_its_notebook(site):
     assert LESSONS, "no notebooks/NN_*.ipynb found"
     landing = _soup(site / "index.html")
@@ -104,7 +111,7 @@ def test_one_page_per_lesson_with_navigation_and_its_notebook(site):
         page = site / "lessons" / f"{notebook.stem}.html"
         assert page.is_file(), f"no page for {notebook.name}"
         soup = _soup(page)
-        title = json.loads(notebook.read_text())["cells"][0]["source"][0].lstrip("# ").strip()
+        title = _notebook_title(notebook)
         assert _plain(soup.find("h1").get_text()).rstrip("#").strip() == title
         assert f"lessons/{notebook.stem}.html" in landing_links, f"the landing page does not link {notebook.name}"
         downloads = [a for a in soup.select("p.lesson-links a.download") if a["href"].endswith(notebook.name)]
@@ -302,7 +309,7 @@ def test_screenshots_of_the_landing_page_and_a_lesson(site, served, browser):
     lesson = next((p for p in LESSONS if p.name.startswith("03_")), LESSONS[0])
     shots = {"landing.png": "index.html", "lesson.png": f"lessons/{lesson.stem}.html"}
     for file, page in shots.items():
-        browser.execute_script("sessionStorage.clear();")  # the theme would restore the sidebar's scroll position
+        browser.execute_script("sessionStorage.clear(); localStorage.clear();")  # as on a first visit
         browser.get(served + page)
         browser.execute_async_script(WAIT_FOR_IMAGES_AND_MATH)
         assert browser.save_screenshot(str(CHECK / file)), f"no screenshot of {page}"
