@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .models.vit import DINO_ARCHITECTURES
+from .models.vit import DINO_ARCHITECTURES, VIT_ARCHITECTURES
 
 GB = 1e9
 
@@ -115,12 +115,13 @@ validation at 320 px (the official ``res`` and evaluation resolution)."""
 
 
 def feature_cache_table(backbones: Iterable[str] = tuple(DINO_ARCHITECTURES)) -> list[dict]:
-    """fp16 feature-cache size (GB) of every STEGO split for every DINO backbone (computed, not measured)."""
+    """fp16 feature-cache size (GB) of every STEGO split for every DINO backbone (computed, not measured);
+    any name of :data:`~course_lib.models.vit.VIT_ARCHITECTURES` (DINOv2 too) may be passed."""
     rows = []
     for dataset, split, crops, resolution in STEGO_CACHE_SPLITS:
         n_images = official_count(dataset, split) * crops
         for name in backbones:
-            spec = DINO_ARCHITECTURES[name]
+            spec = VIT_ARCHITECTURES[name]
             size = int(resolution)
             nbytes = feature_cache_bytes(n_images, spec["embed_dim"], size, size, spec["patch_size"])
             rows.append({"dataset": dataset, "split": split, "images": n_images, "px": size, "backbone": name,
@@ -230,9 +231,10 @@ def activation_memory_table(probe: int = 64, cases: Sequence[ActivationCase] | N
 def frozen_vit_forward_bytes(name: str, resolution: int, batch: int, bytes_per_value: int = 2,
                              fused_attention: bool = True) -> int:
     """Estimated peak of a frozen DINO ViT's forward (no gradient): the residual stream and the MLP's hidden
-    tensor (4C) of one block, B × N × 6C values, plus without fused attention the B × heads × N² scores."""
-    spec = DINO_ARCHITECTURES[name]
-    tokens = (resolution // spec["patch_size"]) ** 2 + 1
+    tensor (4C) of one block, B × N × 6C values, plus without fused attention the B × heads × N² scores;
+    N counts the patches, [CLS] and a DINOv2 model's register tokens."""
+    spec = VIT_ARCHITECTURES[name]
+    tokens = (resolution // spec["patch_size"]) ** 2 + 1 + spec.get("num_register_tokens", 0)
     total = batch * tokens * 6 * spec["embed_dim"]
     if not fused_attention:
         total += batch * spec["num_heads"] * tokens ** 2

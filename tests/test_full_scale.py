@@ -109,3 +109,12 @@ def test_format_table_aligns_and_shows_missing_values():
     lines = text.splitlines()
     assert lines[0].split() == ["a", "b"] and lines[2].split() == ["1", "-"] and lines[3].split() == ["12", "345", "x"]
     assert json.dumps(fs.format_table([]))
+
+
+def test_dinov2_budgets_count_the_register_tokens():
+    # 322 px / 14 = 23 patches a side; the _reg models add 4 register tokens to [CLS] and the 529 patches.
+    plain = fs.frozen_vit_forward_bytes("dinov2_vits14", 322, 1, bytes_per_value=1)
+    registers = fs.frozen_vit_forward_bytes("dinov2_vits14_reg", 322, 1, bytes_per_value=1)
+    assert plain == (23 * 23 + 1) * 6 * 384 and registers == (23 * 23 + 5) * 6 * 384
+    row = fs.feature_cache_table(["dinov2_vitb14"])[0]
+    assert row["C"] == 768 and row["grid"] == "16²"
