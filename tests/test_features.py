@@ -138,3 +138,12 @@ def test_kmeans_baseline_with_crf_scores_the_same_clusters_refined():
     assert scores["mIoU"] > 50 and scores["mIoU_crf"] >= scores["mIoU"]
     assert set(scores) == {"mIoU", "accuracy", "mIoU_crf", "accuracy_crf"}
     assert kmeans_segmentation(features, labels, 2)["centres"].shape == (2, 2)
+
+
+def test_toy_features_cache_keys_the_toy_world_version(tmp_path):
+    from course_lib.models.features import toy_features
+    cache = FeatureCache(tmp_path)
+    v1 = toy_features("toy_vit", "scenes", "val", n_images=2, size=64, cache=cache)
+    v2 = toy_features("toy_vit", "scenes", "val", n_images=2, size=64, cache=cache, version=2)
+    # v2 scenes are other images: a cache keyed without the version would hand back v1's features
+    assert not torch.equal(v1.features, v2.features)

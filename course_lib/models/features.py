@@ -152,9 +152,11 @@ class FeatureCache:
 
 def toy_features(backbone_name: str = "toy_vit", kind: str = "scenes", split: str = "val",
                  n_images: int | None = None, size: int = 96, seed: int = 0,
-                 cache: FeatureCache | None = None, device: str | torch.device | None = None) -> FeatureSet:
-    """Cached features of a toy-world split (the common case in the lessons)."""
+                 cache: FeatureCache | None = None, device: str | torch.device | None = None,
+                 version: int = 1) -> FeatureSet:
+    """Cached features of a toy-world split (the common case in the lessons); ``version`` is the toy world's
+    (:class:`~course_lib.data.toyworld.ToyWorld`), part of the cache key from v2 on (v1 keeps its old key)."""
     from ..data.toyworld import ToyWorld
-    world = ToyWorld(kind, split, n_images=n_images, size=size, seed=seed)
-    name = f"toy_{kind}_n{len(world)}_seed{seed}"
+    world = ToyWorld(kind, split, n_images=n_images, size=size, seed=seed, version=version)
+    name = f"toy_{kind}_n{len(world)}_seed{seed}" + ("" if version == 1 else f"_v{version}")
     return (cache or FeatureCache()).get_or_compute(backbone_name, world, name, split, size, device=device)
