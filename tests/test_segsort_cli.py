@@ -73,8 +73,9 @@ def test_voc_route_on_a_fake_dataset(tmp_path):
     make_voc(tmp_path / "data", "train_aug", n_images=2, size=(40, 48), seed=0)
     make_voc(tmp_path / "data", "val", n_images=2, size=(36, 44), seed=1)
     metrics = main(["--profile", "full", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
-                    "--arch", "resnet50", "--weights", "none", "--size", "32", "--batch-size", "2", "--epochs", "1",
-                    "--num-workers", "0", "--k-nearest", "1", "--device", "cpu", "--threads", "1"])
+                    "--arch", "resnet50", "--weights", "none", "--size", "32", "--batch-size", "2", "--steps", "1",
+                    "--num-workers", "0", "--k-nearest", "1", "--eval-window", "32", "--eval-stride", "32",
+                    "--device", "cpu", "--threads", "1"])
     assert METRIC_KEYS <= metrics.keys() and metrics["config"]["dataset"] == "voc2012"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["arch"] == "resnet50"
 

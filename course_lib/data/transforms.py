@@ -198,3 +198,64 @@ class RandomRecolour:
         dark, light = torch.rand(3, device=crop.device) * 0.5, 0.5 + torch.rand(3, device=crop.device) * 0.5
         out = dark[:, None, None] + grey * (light - dark)[:, None, None]
         return out.to(crop.dtype) if crop.is_floating_point() else (out * 255).round().to(crop.dtype)
+
+
+def scale_flip_pad_crop(image: torch.Tensor, maps: torch.Tensor, crop: int, scale: float, flip: bool, top: int,
+                        left: int, image_fill: Sequence[float], map_fill: Sequence[float]) -> tuple[torch.Tensor,
+                                                                                                      torch.Tensor]:
+    """SegSort's training augmentation with its random draws given (``seg_models/image_reader.py:10-124,
+    230-243`` of jyhjinghwang/SegSort), in the official order: scale, mirror, pad, crop.
+
+    Args:
+        image: 3×H×W float image in [0, 1].
+        maps: K×H×W float maps that travel with the image (label, initial cluster grid, y / x coordinates,
+            over-segmentation, ...); resampled by nearest neighbour, so integer values stay exact.
+        crop: side of the square output.
+        scale: the factor of both sides: the new size is ``int(H·scale) × int(W·scale)`` (truncated, as
+            ``tf.to_int32``); the image bilinearly (no antialiasing, as ``tf.image.resize_images``), the maps by
+            ``floor(dst · in / out)`` nearest sampling (TF1's ``resize_nearest_neighbor``).
+        flip: mirror left-right (after scaling, before cropping).
+        top, left: the crop's corner in the padded image (0 ≤ top ≤ max(crop, h) − crop).
+        image_fill: the 3 values the image is padded with (the official pads the mean-subtracted image with 0,
+            i.e. with the mean colour).
+        map_fill: one value per map for the padding (the official pads labels with the ignore label).
+
+    Returns:
+        the crop×crop image (3×crop×crop) and maps (K×crop×crop); the padding goes below and right of the
+        scaled image, as ``tf.image.pad_to_bounding_box(..., 0, 0, ...)``.
+    """
+    if maps.ndim != 3 or maps.shape[-2:] != image.shape[-2:]:
+        raise ValueError(f"maps must be K×H×W of the image's {tuple(image.shape[-2:])}, got {tuple(maps.shape)}")
+    if len(map_fill) != len(maps):
+        raise ValueError(f"map_fill needs one value per map ({len(maps)}), got {len(map_fill)}")
+    height, width = image.shape[-2:]
+    size = (max(1, int(height * scale)), max(1, int(width * scale)))
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    maps = F.interpolate(maps[None], size=size, mode="nearest")[0]
+    if flip:
+        image, maps = image.flip(-1), maps.flip(-1)
+    padded = (max(crop, size[0]), max(crop, size[1]))
+    if not (0 <= top <= padded[0] - crop and 0 <= left <= padded[1] - crop):
+        raise ValueError(f"crop {crop} at ({top}, {left}) does not fit in the padded {padded[0]}×{padded[1]} image")
+    canvas = torch.tensor(image_fill, dtype=image.dtype).view(3, 1, 1).repeat(1, *padded)
+    canvas[:, :size[0], :size[1]] = image
+    map_canvas = torch.tensor(map_fill, dtype=maps.dtype).view(-1, 1, 1).repeat(1, *padded)
+    map_canvas[:, :size[0], :size[1]] = maps
+    window = (slice(None), slice(top, top + crop), slice(left, left + crop))
+    return canvas[window], map_canvas[window]
+
+
+def random_scale_flip_pad_crop(image: torch.Tensor, maps: torch.Tensor, crop: int,
+                               scale_range: tuple[float, float], image_fill: Sequence[float],
+                               map_fill: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`scale_flip_pad_crop` with the official random draws (torch's global generator): scale uniform in
+    ``scale_range`` (``image_reader.py:25-26``: 0.5 to 2.0), mirror with probability 0.5
+    (``image_reader.py:54-58``), the crop's corner uniform over the padded image (``tf.random_crop``)."""
+    height, width = image.shape[-2:]
+    low, high = scale_range
+    scale = low + (high - low) * float(torch.rand(()))
+    flip = float(torch.rand(())) < 0.5
+    padded = (max(crop, int(height * scale)), max(crop, int(width * scale)))
+    top = int(torch.randint(padded[0] - crop + 1, ()))
+    left = int(torch.randint(padded[1] - crop + 1, ()))
+    return scale_flip_pad_crop(image, maps, crop, scale, flip, top, left, image_fill, map_fill)

@@ -13,7 +13,7 @@ probability that pixel i belongs to segment s is a softmax over segments:
   the numerator sums over all *other* segments of the pixel's class (leave-one-out; the pixel's own
   segment when no other segment of its class exists), the denominator over those plus every segment of
   another class. Prototypes of the two previous batches (:class:`PrototypeMemory`) join as extra
-  segments, as the official code's memory banks.
+  segments, as the official code's memory banks (a random 25·B of them, see :meth:`PrototypeMemory.official`).
 
 Prototypes come from the current batch and are differentiable. Everything is computed in log space
 (``log_softmax`` / ``logsumexp``), never exp-then-divide.
@@ -56,20 +56,47 @@ def segment_sort_loss(embeddings: torch.Tensor, segments: torch.Tensor,
 
 class PrototypeMemory:
     """The prototypes (and classes) of the last ``n_banks`` batches, detached: extra segments for the
-    supervised loss (the official ``num_banks = 2``). Empty at the start of training."""
+    supervised loss (the official ``num_banks = 2``).
 
-    def __init__(self, n_banks: int = 2):
+    Two behaviours:
+
+    - ``capacity=None`` (the toy preset): a bank holds every prototype of its batch; empty at the start.
+    - ``capacity=M`` (:meth:`official`, the full preset): as ``network/segsort/train_utils.py:79-109, 185-189,
+      294-323`` of jyhjinghwang/SegSort: each bank is a fixed M×D table (M = 25·B, the grid's cells times
+      the batch), filled at the start with random directions (``truncated_normal_initializer``, normalised
+      when used) of class 0; each batch stores a random subset of M of its prototypes (``random_shuffle``
+      then the first M) and drops the oldest bank. A batch with fewer than M prototypes (where the official
+      ``tf.assign`` of a shorter tensor would fail) stores all of them.
+    """
+
+    def __init__(self, n_banks: int = 2, capacity: int | None = None):
         if n_banks < 1:
             raise ValueError(f"n_banks must be positive, got {n_banks}")
-        self.n_banks = n_banks
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be positive or None, got {capacity}")
+        self.n_banks, self.capacity = n_banks, capacity
         self.banks: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @classmethod
+    def official(cls, n_banks: int, capacity: int, embedding_dim: int) -> "PrototypeMemory":
+        """Banks of ``capacity`` random unit prototypes of class 0 each (the official initial state)."""
+        memory = cls(n_banks, capacity)
+        for _ in range(n_banks):
+            directions = torch.nn.init.trunc_normal_(torch.empty(capacity, embedding_dim), std=1.0, a=-2.0, b=2.0)
+            memory.banks.append((F.normalize(directions, dim=1, eps=EPS), torch.zeros(capacity, dtype=torch.long)))
+        return memory
 
     def __len__(self) -> int:
         return sum(len(classes) for _, classes in self.banks)
 
     def push(self, prototypes: torch.Tensor, classes: torch.Tensor) -> None:
-        """Remember one batch's S×D prototypes and their S classes, forgetting the oldest bank."""
-        self.banks = (self.banks + [(prototypes.detach(), classes.detach())])[-self.n_banks:]
+        """Remember one batch's S×D prototypes and their S classes (a random ``capacity`` of them when
+        bounded), forgetting the oldest bank."""
+        prototypes, classes = prototypes.detach(), classes.detach()
+        if self.capacity is not None:
+            keep = torch.randperm(len(classes), device=classes.device)[:self.capacity]
+            prototypes, classes = prototypes[keep], classes[keep]
+        self.banks = (self.banks + [(prototypes, classes)])[-self.n_banks:]
 
     def contents(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All remembered prototypes M×D and classes M (empty tensors when nothing is stored)."""
@@ -78,10 +105,11 @@ class PrototypeMemory:
         return (torch.cat([p for p, _ in self.banks]).to(like), torch.cat([c for _, c in self.banks]).to(like.device))
 
     def state_dict(self) -> dict:
-        return {"n_banks": self.n_banks, "banks": [(p.cpu(), c.cpu()) for p, c in self.banks]}
+        return {"n_banks": self.n_banks, "capacity": self.capacity,
+                "banks": [(p.cpu(), c.cpu()) for p, c in self.banks]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.n_banks, self.banks = state["n_banks"], list(state["banks"])
+        self.n_banks, self.capacity, self.banks = state["n_banks"], state.get("capacity"), list(state["banks"])
 
 
 def split_segments_by_class(segments: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ embedding lies on the unit hypersphere S^{D-1}.
   stride 2 (output stride 4: a 96 px image gives a 24×24 map), then two dilated convolutions (dilation
   2 and 4) so that each embedding sees about 60×60 px of texture; about 0.27 M parameters.
 - :class:`ResNetEmbeddingNet` (full scale): torchvision's ResNet-50 / 101 with the last two stages
-  dilated (output stride 8, as in the paper) and a pyramid-pooling head (PSPNet's bins 1, 2, 3, 6) to D,
+  dilated (output stride 8, as in the paper) and the official PSPNet head (:class:`PSPHead`: pyramid
+  branches of 512 for bins 1, 2, 3, 6 on the 2048-channel map, concatenated, 3×3 conv to 512, 1×1 to D),
   initialised from torchvision's ImageNet weights read from ``COURSE_CACHE/weights`` (fetched by
   ``python data_scripts/get_weights.py --model resnet101``; nothing downloads here).
 
@@ -65,30 +66,69 @@ class ToyEmbeddingNet(nn.Module):
         return F.normalize(self.head(self.features(images)), dim=1, eps=EPS)
 
 
-class PyramidPooling(nn.Module):
-    """PSPNet's pyramid pooling: average-pool to b×b (b in ``bins``), 1×1 conv, upsample, concatenate."""
+HEAD_BN = dict(eps=1e-3, momentum=0.01)
+"""The head's batch norms: ``network/common/layers.py:7-12`` (epsilon 0.001) with ``decay=0.99``
+(``seg_models/models/pspnet.py:62``); PyTorch's momentum is 1 − decay."""
+BACKBONE_BN_MOMENTUM = 1 - 0.9997
+"""The ResNet's batch norms update their running statistics with the official ``decay=0.9997``
+(``network/common/layers.py:115``, the default its ``resnet_v1`` convolutions use)."""
+PSP_BINS = (1, 2, 3, 6)
+PSP_CHANNELS = 512
 
-    def __init__(self, in_channels: int, branch_channels: int, bins: tuple[int, ...] = (1, 2, 3, 6)):
+
+def _tf_default_init(module: nn.Module) -> None:
+    """TensorFlow's default initialiser of ``tf.get_variable`` (Glorot uniform) for a convolution's weights
+    and (with fan-in = fan-out = C for a 1-D variable) its biases, as the official ``block5`` starts;
+    batch norms at γ = 1, β = 0 and fresh running statistics."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                limit = (3.0 / layer.bias.numel()) ** 0.5
+                nn.init.uniform_(layer.bias, -limit, limit)
+        elif isinstance(layer, nn.BatchNorm2d):
+            layer.reset_parameters()
+
+
+class PSPHead(nn.Module):
+    """The official PSPNet head (``seg_models/models/pspnet.py:42-154``, TensorFlow scope ``block5``).
+
+    On the backbone's B×2048×h×w map: for each bin b in (1, 2, 3, 6), average pooling to b×b, a 1×1
+    convolution to 512 (no bias) with batch norm and ReLU, bilinear upsampling back to h×w; the four
+    branches and the map are concatenated ([pool1, pool2, pool3, pool6, x]: 4·512 + 2048 = 4096 channels),
+    a 3×3 convolution to 512 (no bias) with batch norm and ReLU, and a 1×1 convolution with bias to the
+    embedding dimension D (``block5/fc1_voc12``). Output B×D×h×w (not normalised).
+
+    The official pooling windows are h/8/b for an input side divisible by 48; adaptive average pooling
+    gives the same bins for those inputs (336 → 42×42, 480 → 60×60) and any size otherwise."""
+
+    def __init__(self, in_channels: int, embedding_dim: int, bins: tuple[int, ...] = PSP_BINS,
+                 channels: int = PSP_CHANNELS):
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, branch_channels, 1, bias=False),
-                          nn.BatchNorm2d(branch_channels), nn.ReLU(inplace=True))
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, channels, 1, bias=False),
+                          nn.BatchNorm2d(channels, **HEAD_BN), nn.ReLU(inplace=True))
             for b in bins
         )
-        self.out_channels = in_channels + len(bins) * branch_channels
+        self.fuse = nn.Sequential(nn.Conv2d(len(bins) * channels + in_channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels, **HEAD_BN), nn.ReLU(inplace=True))
+        self.classifier = nn.Conv2d(channels, embedding_dim, 1)
+        _tf_default_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         pooled = [F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False) for branch in self.branches]
-        return torch.cat([x, *pooled], 1)
+        return self.classifier(self.fuse(torch.cat([*pooled, x], 1)))
 
 
 class ResNetEmbeddingNet(nn.Module):
-    """Dilated torchvision ResNet-50/101 (output stride 8) + pyramid-pooling head → B×D×(H/8)×(W/8).
+    """Dilated torchvision ResNet-50/101 (output stride 8) + the official PSPNet head → B×D×(H/8)×(W/8).
 
     ``weights="IMAGENET1K_V1"`` starts from torchvision's ImageNet weights, as the paper starts from
     ImageNet, loaded from ``COURSE_CACHE/weights`` (``WeightsNotFoundError`` with the fetch command when
-    the file is missing); ``None`` is a random initialisation.
+    the file is missing); ``None`` is a random initialisation. The parameters whose names start with
+    ``head`` are the official ``block5`` variables (×10 learning rate, re-initialised at the start of the
+    supervised recipe's second stage, see :meth:`reset_head`).
     """
 
     def __init__(self, depth: int = 101, embedding_dim: int = EMBEDDING_DIM, weights: str | None = None):
@@ -107,13 +147,18 @@ class ResNetEmbeddingNet(nn.Module):
         self.output_stride = 8
         self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
                                       resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
-        self.reduce = nn.Sequential(nn.Conv2d(2048, 512, 1, bias=False), nn.BatchNorm2d(512), nn.ReLU(inplace=True))
-        self.pyramid = PyramidPooling(512, 128)
-        self.head = nn.Sequential(_conv_bn_relu(self.pyramid.out_channels, 512), nn.Conv2d(512, embedding_dim, 1))
+        for layer in self.backbone.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.momentum = BACKBONE_BN_MOMENTUM
+        self.head = PSPHead(resnet.fc.in_features, embedding_dim)
+
+    def reset_head(self) -> None:
+        """Re-initialise the head (``block5``) as at construction (the official second stage restores every
+        variable but ``block5``: ``bashscripts/voc12/train_segsort.sh:171``, ``train_segsort.py:179-182``)."""
+        _tf_default_init(self.head)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.pyramid(self.reduce(self.backbone(images)))
-        return F.normalize(self.head(features), dim=1, eps=EPS)
+        return F.normalize(self.head(self.backbone(images)), dim=1, eps=EPS)
 
 
 ARCHITECTURES = ("toy", "resnet50", "resnet101")

@@ -103,13 +103,20 @@ def nearest_prototypes(queries: torch.Tensor, bank: torch.Tensor, k: int = K_NEA
     return torch.cat([r.values for r in results]), torch.cat([r.indices for r in results])
 
 
+def knn_votes(queries: torch.Tensor, bank: torch.Tensor, bank_classes: torch.Tensor, n_classes: int,
+              k: int = K_NEAREST) -> torch.Tensor:
+    """Q×C votes: how many of each Q×D query prototype's k nearest bank prototypes have class c (each row
+    sums to k; the official multi-scale inference adds these counts per pixel,
+    ``pyscripts/inference/inference_segsort_msc.py:194-199, 303-305``)."""
+    _, neighbours = nearest_prototypes(queries, bank, k)
+    return F.one_hot(bank_classes[neighbours], n_classes).sum(1)
+
+
 def knn_vote(queries: torch.Tensor, bank: torch.Tensor, bank_classes: torch.Tensor, n_classes: int,
              k: int = K_NEAREST) -> torch.Tensor:
     """Class of each Q×D query prototype by majority vote of its k nearest bank prototypes (ties → the
     smaller class id). Returns Q int64."""
-    _, neighbours = nearest_prototypes(queries, bank, k)
-    votes = F.one_hot(bank_classes[neighbours], n_classes).sum(1)
-    return votes.argmax(1)
+    return knn_votes(queries, bank, bank_classes, n_classes, k).argmax(1)
 
 
 class SegmentRetrieval:
@@ -164,11 +171,15 @@ class SegmentRetrieval:
         self.reset()
         return self.add(embeddings, labels)
 
-    def classify(self, prototypes: torch.Tensor) -> torch.Tensor:
-        """Class of each of the S×D test prototypes by the kNN vote over the bank."""
+    def votes(self, prototypes: torch.Tensor) -> torch.Tensor:
+        """S×C kNN votes of the S×D test prototypes over the bank (:func:`knn_votes`)."""
         if len(self.bank) == 0:
             raise RuntimeError("the bank is empty: call fit() (or add()) first")
-        return knn_vote(prototypes, self.bank, self.bank_classes, self.n_classes, self.k)
+        return knn_votes(prototypes, self.bank, self.bank_classes, self.n_classes, self.k)
+
+    def classify(self, prototypes: torch.Tensor) -> torch.Tensor:
+        """Class of each of the S×D test prototypes by the kNN vote over the bank."""
+        return self.votes(prototypes).argmax(1)
 
     def predict(self, embeddings: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Class ids N×H×W for N×D×h×w embeddings (clustered at ``size``, default h×w)."""

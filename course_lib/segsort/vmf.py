@@ -77,12 +77,21 @@ def _check_segments(segments: torch.Tensor, embeddings: torch.Tensor) -> None:
         raise TypeError("segments must be integer ids")
 
 
-def clustering_features(embeddings: torch.Tensor) -> torch.Tensor:
-    """B×D×H×W embeddings → B×(H·W)×(D+2) points [e/‖e‖; y; x] re-normalised to unit length."""
+def clustering_features(embeddings: torch.Tensor, locations: torch.Tensor | None = None) -> torch.Tensor:
+    """B×D×H×W embeddings → B×(H·W)×(D+2) points [e/‖e‖; y; x] re-normalised to unit length.
+
+    ``locations``: B×2×H×W (y, x) per pixel; default :func:`location_features` of the map (0 to 1). The
+    official training passes the coordinates of the *original* image carried through scaling and cropping
+    (``seg_models/image_reader.py:224-253``)."""
     _check_embeddings(embeddings)
     batch, _, height, width = embeddings.shape
     unit = F.normalize(embeddings, dim=1, eps=EPS)
-    position = location_features(height, width, embeddings.device, embeddings.dtype).expand(batch, -1, -1, -1)
+    if locations is None:
+        position = location_features(height, width, embeddings.device, embeddings.dtype).expand(batch, -1, -1, -1)
+    elif locations.shape != (batch, 2, height, width):
+        raise ValueError(f"locations {tuple(locations.shape)} must be B×2×H×W = {(batch, 2, height, width)}")
+    else:
+        position = locations.to(unit)
     features = F.normalize(torch.cat([unit, position], 1), dim=1, eps=EPS)
     return features.flatten(2).transpose(1, 2)
 
@@ -108,7 +117,8 @@ def assign_to_nearest(points: torch.Tensor, prototypes: torch.Tensor, counts: to
 
 @torch.no_grad()
 def vmf_cluster(embeddings: torch.Tensor, grid: int | tuple[int, int] = 5, iterations: int = 10,
-                valid: torch.Tensor | None = None, return_history: bool = False):
+                valid: torch.Tensor | None = None, return_history: bool = False,
+                initial: torch.Tensor | None = None, locations: torch.Tensor | None = None):
     """Cluster every image of a batch into at most ``rows·cols`` segments (SegSort's pixel sorting).
 
     Args:
@@ -117,6 +127,10 @@ def vmf_cluster(embeddings: torch.Tensor, grid: int | tuple[int, int] = 5, itera
         iterations: EM iterations (the official value is 10).
         valid: optional B×H×W bool; invalid pixels (e.g. ignore labels) are left out and get id -1.
         return_history: also return the labelling after the grid initialisation and after every iteration.
+        initial: optional B×H×W starting ids in 0..rows·cols-1 instead of the grid of this map (the official
+            training starts from the grid of the original image, carried through the augmentation); -1: a
+            pixel that no cluster holds at the start (it joins the nearest after the first M-step).
+        locations: optional B×2×H×W (y, x) channels (see :func:`clustering_features`).
 
     Returns:
         B×H×W int64 per-image segment ids in 0..K-1 (-1 where not valid), and with ``return_history``
@@ -127,8 +141,15 @@ def vmf_cluster(embeddings: torch.Tensor, grid: int | tuple[int, int] = 5, itera
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     batch, _, height, width = embeddings.shape
     rows, cols = _pair(grid)
-    points = clustering_features(embeddings.detach())
-    labels = grid_segments((rows, cols), height, width, embeddings.device).flatten().expand(batch, -1)
+    points = clustering_features(embeddings.detach(), locations)
+    if initial is None:
+        labels = grid_segments((rows, cols), height, width, embeddings.device).flatten().expand(batch, -1)
+    elif initial.shape != (batch, height, width):
+        raise ValueError(f"initial {tuple(initial.shape)} must be B×H×W = {(batch, height, width)}")
+    else:
+        labels = initial.reshape(batch, -1).long().to(embeddings.device)
+        if (labels >= rows * cols).any():
+            raise ValueError(f"initial ids must be below {rows * cols} for a {rows}×{cols} grid")
     if valid is not None:
         if valid.shape != (batch, height, width):
             raise ValueError(f"valid {tuple(valid.shape)} must be B×H×W = {(batch, height, width)}")
