@@ -44,7 +44,8 @@ _IMAGENET_S_SOURCE = "LUSSeg/ImageNet-S README, table 'Image Numbers' (and mmseg
 _IMAGENET_S = {50: (64431, 500, 752, 1682), 300: (384862, 3000, 4097, 9088), 919: (1183322, 9190, 12419, 27423)}
 
 DATASET_SIZES: tuple[SplitSize, ...] = (
-    SplitSize("CocoStuff-27", "train (curated)", 49629, "IIC/PiCIE curated list Coco164kFull_Stuff_Coarse_7.txt, train2017"),
+    SplitSize("CocoStuff-27", "train (curated)", 49629, "IIC/PiCIE curated list Coco164kFull_Stuff_Coarse_7.txt, train2017 "
+              "(STEGO trains on Coco164kFull_Stuff_Coarse.txt, whose count get_cocostuff.py prints; not published)"),
     SplitSize("CocoStuff-27", "val (curated)", 2175, "IIC/PiCIE curated list Coco164kFull_Stuff_Coarse_7.txt, val2017"),
     SplitSize("Cityscapes-27", "train", 2975, "Cordts et al., CVPR 2016 (gtFine train)"),
     SplitSize("Cityscapes-27", "val", 500, "Cordts et al., CVPR 2016 (gtFine val)"),
@@ -360,6 +361,11 @@ _WHY = {
     ("SegSort", "size"): "toy images are 96 px", ("SegSort", "eval_batch_size"): "equal-sized toy images batch",
     ("SegSort", "eval_resolution"): "toy labels at the embedding's size are enough",
     ("SegSort", "num_workers"): "in-memory toy images need no loader processes",
+    ("SegSort", "steps"): "the toy run counts epochs of its small set; the full recipe counts the official steps",
+    ("SegSort", "memory"): "the toy supervised run keeps every prototype of a batch, from an empty start",
+    ("SegSort", "decay_weights_only"): "Adam's decay on every parameter, as the toy run was tuned",
+    ("SegSort", "inference"): "one pass per small toy image; the official windows, scales and flips cost 12 passes",
+    ("SegSort", "eval_window"): "toy images are smaller than one window", ("SegSort", "eval_stride"): "as eval_window",
     # DINO
     ("DINO", "embed_dim"): "a tiny ViT that trains in minutes on a CPU", ("DINO", "depth"): "as embed_dim",
     ("DINO", "num_heads"): "as embed_dim", ("DINO", "img_size"): "64-px global crops of 96-px toy images",
@@ -394,7 +400,10 @@ _PASS_WHY = {
     "cluster_short_side": "predict at native size", "cluster_crop": "predict at native size",
     "label_short_side": "predict at native size", "kmeans_restarts": "CPU budget",
     "tau": "swept on the labelled toy validation set (the paper also sweeps it: its τ came from that curve)",
-    "tau_grid": "coarser grid", "batch_size": "equal-sized toy images batch", "toy_images": "toy sizes",
+    "tau_grid": "coarser grid",
+    "p2p_padding": "the shipped toy run was trained with border padding (kept so its checkpoint stays valid)",
+    "conv_init": "the shipped toy runs were trained from PyTorch's default init (kept so they stay valid)",
+    "train_backbone_bn": "the shipped toy attention run kept the backbone's BatchNorm statistics frozen", "batch_size": "equal-sized toy images batch", "toy_images": "toy sizes",
 }
 
 

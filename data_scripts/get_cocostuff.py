@@ -12,7 +12,8 @@ Sources:
             (calvin.inf.ed.ac.uk) and IIC's curated lists (robots.ox.ac.uk): four downloads.
 
 Result: cocostuff/images/{train2017,val2017}/<id>.jpg, cocostuff/annotations/{train2017,val2017}/<id>.png
-(values 0..181, 255 unlabelled) and cocostuff/curated/{train2017,val2017}/Coco164kFull_Stuff_Coarse_7.txt.
+(values 0..181, 255 unlabelled) and cocostuff/curated/{train2017,val2017}/Coco164kFull_Stuff_Coarse_7.txt
+(plus STEGO's training list cocostuff/curated/train2017/Coco164kFull_Stuff_Coarse.txt).
 Needs about twice the archive size free while extracting; archives are deleted afterwards unless
 --keep-archives. An interrupted run resumes when the same command is run again.
 """

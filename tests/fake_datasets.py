@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from course_lib.data.cocostuff import STEGO_TRAIN_LIST
 from course_lib.data.label_png import write_imagenet_s_png
 
 CURATED_LIST = "Coco164kFull_Stuff_Coarse_7.txt"
@@ -110,6 +111,8 @@ def make_cocostuff(
     list_path = base / "curated" / folder / CURATED_LIST
     list_path.parent.mkdir(parents=True, exist_ok=True)
     list_path.write_text("".join(f"{name}\n" for name in fake.names))
+    # STEGO trains on the full curated list (course_lib.data.cocostuff.STEGO_TRAIN_LIST); same images here
+    (list_path.parent / STEGO_TRAIN_LIST).write_text(list_path.read_text())
     return fake
 
 

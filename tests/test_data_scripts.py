@@ -240,6 +240,8 @@ def cocostuff_members(prefix: str, drop_label: str | None = None) -> dict[str, b
     members = {}
     for split, ids in (("train2017", ["000000000009", "000000000025"]), ("val2017", ["000000000139"])):
         members[f"{prefix}curated/{split}/Coco164kFull_Stuff_Coarse_7.txt"] = "".join(f"{i}\n" for i in ids).encode()
+        if split == "train2017":  # STEGO's training list (its crop_datasets.py), shipped with the curated lists
+            members[f"{prefix}curated/{split}/Coco164kFull_Stuff_Coarse.txt"] = "".join(f"{i}\n" for i in ids).encode()
         for i in ids:
             members[f"{prefix}images/{split}/{i}.jpg"] = jpeg_bytes(int(i))
             if i != drop_label:
@@ -251,7 +253,7 @@ def test_prepare_cocostuff_from_the_stego_archive(server, tmp_path):
     server.files["cocostuff.zip"] = zip_bytes(cocostuff_members("cocostuff/"))
     data = tmp_path / "data"
     counts = prepare_cocostuff(data, "stego", mirror=server.base_url, progress=False)
-    assert counts == {"train2017": 2, "val2017": 1}
+    assert counts == {"train2017": 2, "val2017": 1, "train2017_stego": 2}
     assert (data / "cocostuff" / "annotations" / "val2017" / "000000000139.png").is_file()
     assert not (data / "downloads" / "cocostuff.zip").exists()  # deleted once extracted
     assert not (data / "downloads" / "cocostuff.zip.staging").exists()
@@ -271,16 +273,23 @@ def test_prepare_cocostuff_from_the_official_archives(server, tmp_path):
              for name, entry in hub.COCOSTUFF.items() if entry.md5 is not None}
     counts = prepare_cocostuff(tmp_path / "data", "official", files=files, mirror=server.base_url,
                                keep_archives=True, progress=False)
-    assert counts == {"train2017": 2, "val2017": 1}
+    assert counts == {"train2017": 2, "val2017": 1, "train2017_stego": 2}
     assert (tmp_path / "data" / "downloads" / "train2017.zip").is_file()  # --keep-archives
 
 
 def test_check_cocostuff_names_the_missing_files(server, tmp_path):
     server.files["cocostuff.zip"] = zip_bytes(cocostuff_members("", drop_label="000000000025"))
-    with pytest.raises(DatasetLayoutError, match=r"1 of 2 curated images or labels are missing .*train2017/000000000025"):
+    with pytest.raises(DatasetLayoutError, match=r"1 of 2 images or labels of Coco164kFull_Stuff_Coarse_7.txt are missing .*train2017/000000000025"):
         prepare_cocostuff(tmp_path / "data", "stego", mirror=server.base_url, progress=False)
     with pytest.raises(DatasetLayoutError, match="get_cocostuff.py"):
         check_cocostuff(tmp_path / "nowhere")
+
+
+def test_check_cocostuff_requires_stegos_training_list(server, tmp_path):
+    members = {k: v for k, v in cocostuff_members("").items() if not k.endswith("Coco164kFull_Stuff_Coarse.txt")}
+    server.files["cocostuff.zip"] = zip_bytes(members)
+    with pytest.raises(DatasetLayoutError, match="Coco164kFull_Stuff_Coarse.txt"):
+        prepare_cocostuff(tmp_path / "data", "stego", mirror=server.base_url, progress=False)
 
 
 def test_an_existing_folder_that_the_scripts_did_not_install_is_never_overwritten(server, tmp_path):

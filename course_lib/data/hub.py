@@ -199,7 +199,7 @@ COCOSTUFF: dict[str, RemoteFile] = {
         filename="COCOStuff164kCurated.tar.gz",
         checksum_known=False,
         checksum_source="none published (xu-ji/IIC datasets/README.txt gives only the URL)",
-        description="the IIC curated image lists (Coco164kFull_Stuff_Coarse_7.txt used by IIC, PiCIE, STEGO)",
+        description="the IIC curated image lists (Coco164kFull_Stuff_Coarse_7.txt: IIC, PiCIE, STEGO val; Coco164kFull_Stuff_Coarse.txt: STEGO train)",
     ),
 }
 

@@ -9,6 +9,7 @@ Layouts under the data folder (``COURSE_DATA``)::
 
     cocostuff/{images,annotations}/{train2017,val2017}/<id>.{jpg,png}
     cocostuff/curated/{train2017,val2017}/Coco164kFull_Stuff_Coarse_7.txt
+    cocostuff/curated/train2017/Coco164kFull_Stuff_Coarse.txt           (STEGO's training list)
     cityscapes/leftImg8bit/{train,val}/<city>/<stem>_leftImg8bit.png
     cityscapes/gtFine/{train,val}/<city>/<stem>_gtFine_labelIds.png
     VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,SegmentationClassAug,ImageSets/Segmentation}
@@ -38,6 +39,8 @@ from course_lib.data.folders import DatasetLayoutError  # the loaders' error for
 
 DOWNLOADS = "downloads"  # sub-folder of the data folder that holds archives while they are needed
 COCOSTUFF_LIST = "Coco164kFull_Stuff_Coarse_7.txt"
+COCOSTUFF_STEGO_TRAIN_LIST = "Coco164kFull_Stuff_Coarse.txt"
+"""STEGO's training list for train2017 (its ``crop_datasets.py``); the same curated download ships it."""
 COCOSTUFF_SPLITS = ("train2017", "val2017")
 CITYSCAPES_SPLITS = ("train", "val")
 CITYSCAPES_ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
@@ -203,24 +206,28 @@ def prepare_cocostuff(data_dir: Path, source: str = "stego", *, files: Mapping[s
 
 
 def check_cocostuff(root: Path) -> dict:
-    """Check ``cocostuff/``: every id of the curated lists has its image and its label PNG.
+    """Check ``cocostuff/``: every id of the curated lists (``Coco164kFull_Stuff_Coarse_7.txt`` of both splits and
+    STEGO's training list ``Coco164kFull_Stuff_Coarse.txt`` of train2017) has its image and its label PNG.
 
-    Returns ``{"train2017": n_images, "val2017": n_images}``.
+    Returns ``{"train2017": n_images, "val2017": n_images, "train2017_stego": n_images}`` (the ``_7`` lists, then
+    STEGO's).
     """
     command = "python data_scripts/get_cocostuff.py"
-    _require([root / "curated" / split / COCOSTUFF_LIST for split in COCOSTUFF_SPLITS],
-             "CocoStuff curated lists", command)
+    lists = {split: root / "curated" / split / COCOSTUFF_LIST for split in COCOSTUFF_SPLITS}
+    lists["train2017_stego"] = root / "curated" / "train2017" / COCOSTUFF_STEGO_TRAIN_LIST
+    _require(list(lists.values()), "CocoStuff curated lists", command)
     counts = {}
-    for split in COCOSTUFF_SPLITS:
-        ids = _read_lines(root / "curated" / split / COCOSTUFF_LIST)
+    for key, list_path in lists.items():
+        split = list_path.parent.name
+        ids = _read_lines(list_path)
         missing = [f"{split}/{i}" for i in ids
                    if not (root / "images" / split / f"{i}.jpg").is_file()
                    or not (root / "annotations" / split / f"{i}.png").is_file()]
         if missing:
             raise DatasetLayoutError(
-                f"CocoStuff in {root}: " + _missing_report(missing, len(ids), "curated images or labels")
+                f"CocoStuff in {root}: " + _missing_report(missing, len(ids), f"images or labels of {list_path.name}")
                 + f". Run `{command}` again.")
-        counts[split] = len(ids)
+        counts[key] = len(ids)
     return counts
 
 
