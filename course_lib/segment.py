@@ -15,7 +15,8 @@ Every image of ``DIR`` (not its sub-folders) whose suffix is ``.jpg``, ``.jpeg``
 goes through what STEGO's evaluation does (:mod:`course_lib.stego.evaluate`), at the image's own aspect
 ratio instead of a centre crop:
 
-1. read with its EXIF orientation applied; greyscale (``L``, ``1``), palette (``P``), CMYK and 16-bit
+1. read (:func:`course_lib.data.image_folder.read_photo`, shared with training on a folder) with its EXIF
+   orientation applied; greyscale (``L``, ``1``), palette (``P``), CMYK and 16-bit
    greyscale become RGB (16-bit values scaled by 1/257); an alpha channel (``RGBA``, ``LA``, a palette
    with transparency) is *composited over white*, not dropped: the colour of a transparent pixel is
    undefined (often black), and dropping alpha would show it as a dark region of its own;
@@ -24,7 +25,7 @@ ratio instead of a centre crop:
 3. features of the image and of its mirror image f, f_flip (B×C×H'/p×W'/p) → codes
    z = (S(f) + flip(S(f_flip))) / 2 (:func:`~course_lib.stego.evaluate.flip_averaged_codes`) →
    upsampled bilinearly to H'×W' → cluster log-probabilities ``log_softmax(2 · cos(z, μ_k))``
-   (:func:`~course_lib.stego.evaluate.probe_log_probs`);
+   (:func:`~course_lib.stego.evaluate.cluster_log_probs`);
 4. the dense CRF on the image at the model's resolution H'×W' (:func:`course_lib.evaluation.dense_crf_batch`,
    STEGO's kernel widths, made for the 320-px images the official evaluation uses; a process pool on the
    CPU), then the argmax (``--no-crf``: the argmax of step 3);
@@ -65,28 +66,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
 from . import cli
 from .config import ConfigError, get_device, progress
 from .data.folders import list_image_files
+from .data.image_folder import IMAGE_SUFFIXES, UNREADABLE, read_photo
 from .data.transforms import resize_pair
 from .evaluation.crf import dense_crf_batch
 from .models.backbones import backbone_cache_key, load_backbone
 from .models.features import run_backbone
-from .stego.evaluate import flip_averaged_codes, probe_log_probs
+from .stego.evaluate import cluster_log_probs, flip_averaged_codes
 from .stego.model import StegoModel
 from .viz.palettes import class_palette, overlay
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-"""The files of ``--images`` that are segmented (suffix compared case-insensitively)."""
 RESERVED_NAMES = ("legend",)
 """Output stems the folder's own files use (``legend.png``): an image of that stem gets its suffix appended."""
 OVERLAY_ALPHA = 0.5
 """Weight of the cluster colours in ``<name>_overlay.jpg``."""
-ALPHA_BACKGROUND = (255, 255, 255)
-"""The colour transparent pixels are composited over: white."""
 DEFAULT_BATCH_SIZE = 8
 
 
@@ -208,22 +206,6 @@ def _legend(n_clusters: int, classes: list[str] | None, assignment: list[int] | 
     return names
 
 
-def read_photo(path: str | Path) -> np.ndarray:
-    """An image file → H×W×3 uint8 RGB, EXIF orientation applied, alpha composited over white (see the
-    module docstring for the modes). A file that is not a readable image raises what PIL raises:
-    ``OSError`` (``UnidentifiedImageError``, a truncated file), ``ValueError``, ``SyntaxError``, ``EOFError``
-    or ``Image.DecompressionBombError`` (more than twice ``Image.MAX_IMAGE_PIXELS``)."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)  # a loaded copy; decoding errors surface here
-    if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit greyscale: PIL's convert would clip at 255
-        values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
-        image = Image.fromarray(((values + 128) // 257).astype(np.uint8), mode="L")
-    if image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255)), rgba)
-    return np.array(image.convert("RGB"))
-
-
 def model_size(height: int, width: int, resolution: int, patch: int) -> tuple[int, int]:
     """(H', W'): the short side scaled to ``resolution``, the long one in proportion, both rounded to a
     multiple of the ``patch`` size (at least one patch)."""
@@ -253,10 +235,10 @@ def segment_batch(run: SegmentRun, backbone: nn.Module, images: torch.Tensor, cr
     pixels = images.permute(0, 3, 1, 2).float().div(255)
     features = run_backbone(backbone, torch.cat([pixels, pixels.flip(dims=[3])]), device)  # one pass for both
     codes = flip_averaged_codes(run.model, *features.chunk(2))
-    cluster_log_probs, _ = probe_log_probs(run.model, codes, tuple(images.shape[1:3]))
+    log_probs = cluster_log_probs(run.model, codes, tuple(images.shape[1:3]))
     if not crf:
-        return cluster_log_probs.argmax(1).cpu()
-    return dense_crf_batch(images, cluster_log_probs.cpu(), workers=crf_workers).argmax(1)
+        return log_probs.argmax(1).cpu()
+    return dense_crf_batch(images, log_probs.cpu(), workers=crf_workers).argmax(1)
 
 
 @dataclass
@@ -374,7 +356,7 @@ def segment_folder(images: str | Path, out: str | Path, run: str | Path | None =
     for path in files:
         try:
             photo = read_photo(path)
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+        except UNREADABLE as error:
             report.skipped.append({"file": path.name, "reason": f"not a readable image ({error})"})
             bar.write(f"skipped {path.name}: not a readable image ({error})", file=sys.stderr)
             bar.update(1)

@@ -181,12 +181,50 @@ because the shipped toy ViT carries no class signal yet (lessons 01-02): there, 
 the codes from 21 to 29 mIoU (k-means on the descriptor itself: 26)."""
 
 
+DINOV2_STAND_INS = {"dinov2_vits14": "dino_vits8", "dinov2_vits14_reg": "dino_vits8",
+                    "dinov2_vitb14": "dino_vitb8", "dinov2_vitb14_reg": "dino_vitb8"}
+"""The DINO backbone whose official STEGO hyper-parameters a DINOv2 backbone reuses (same width: ViT-S or
+ViT-B): **no official STEGO preset exists for DINOv2** (``train_config.yml`` has DINO v1 blocks only)."""
+PATCH14_RESOLUTIONS = (224, 322)
+"""Training crop and evaluation size of a patch-14 backbone (DINOv2): the multiples of 14 nearest STEGO's
+224 and 320 (16×16 and 23×23 patches)."""
+
+
+def preset_note(dataset: str, backbone: str | None) -> str | None:
+    """Where the preset of (dataset, backbone) does not come from an official block, in words (else ``None``)."""
+    if dataset == "toy" or backbone is None or (dataset, backbone) in OFFICIAL_CONFIGS:
+        return None
+    stand_in = DINOV2_STAND_INS.get(backbone)
+    if stand_in is not None:
+        source = OFFICIAL_CONFIGS.get((dataset, stand_in)) or next(
+            config for (name, _), config in OFFICIAL_CONFIGS.items() if name == dataset)
+        return (f"no official STEGO preset exists for DINOv2: {backbone} reuses the {source.dataset} "
+                f"{source.backbone} hyper-parameters (λ, b, lr, steps), with crops of "
+                f"{PATCH14_RESOLUTIONS[0]} px and evaluation at {PATCH14_RESOLUTIONS[1]} px (multiples of its patch 14)")
+    first = next(config for (name, _), config in OFFICIAL_CONFIGS.items() if name == dataset)
+    return f"no official STEGO preset for {backbone} on {dataset}: it reuses the {first.backbone} hyper-parameters"
+
+
+def check_patch_multiple(config: StegoConfig, patch_size: int) -> None:
+    """``ValueError`` naming the flag and the nearest valid sizes when ``config.resolution`` or
+    ``config.val_resolution`` is not a multiple of the backbone's ``patch_size`` (the ViT would drop the
+    remainder rows / columns; DINOv2's own PatchEmbed refuses such inputs)."""
+    for flag, value in (("--resolution", config.resolution), ("--val-resolution", config.val_resolution)):
+        if value % patch_size:
+            lower = max(patch_size, value // patch_size * patch_size)
+            raise ValueError(f"{flag} {value} is not a multiple of {config.backbone}'s patch size {patch_size}: "
+                             f"use {lower} or {lower + patch_size}")
+
+
 def stego_config(dataset: str = "toy", backbone: str | None = None, **overrides) -> StegoConfig:
     """The official (or toy) config of ``dataset`` and ``backbone``, with ``overrides`` applied.
 
     A full-scale dataset with a backbone that has no official block starts from that dataset's first
     official block (e.g. ``cocostuff27`` + ``dino_vits16`` uses the ViT-S/8 values) with the backbone
-    replaced.
+    replaced. A DINOv2 backbone (patch 14) reuses the block of the DINO ViT of its width
+    (:data:`DINOV2_STAND_INS`: ``dinov2_vitb14`` → ViT-B/8, ``dinov2_vits14`` → ViT-S/8, or the dataset's
+    first block) — there is no official DINOv2 preset, :func:`preset_note` says so — with crops and
+    evaluation at :data:`PATCH14_RESOLUTIONS` (224, 322) unless ``overrides`` set them.
     """
     if dataset == "toy":
         base = TOY_CONFIG if backbone in (None, TOY_CONFIG.backbone) else replace(TOY_CONFIG, backbone=backbone)
@@ -195,9 +233,12 @@ def stego_config(dataset: str = "toy", backbone: str | None = None, **overrides)
         if not candidates:
             known = sorted({name for name, _ in OFFICIAL_CONFIGS})
             raise ValueError(f"no STEGO config for dataset {dataset!r}; known: toy, {', '.join(known)}")
-        base = OFFICIAL_CONFIGS.get((dataset, backbone), candidates[0])
+        base = OFFICIAL_CONFIGS.get((dataset, backbone)) or OFFICIAL_CONFIGS.get(
+            (dataset, DINOV2_STAND_INS.get(backbone))) or candidates[0]
         if backbone is not None:
             base = replace(base, backbone=backbone)
+        if backbone in DINOV2_STAND_INS:
+            base = replace(base, resolution=PATCH14_RESOLUTIONS[0], val_resolution=PATCH14_RESOLUTIONS[1])
     return replace(base, **overrides) if overrides else base
 
 

@@ -111,19 +111,39 @@ def calibrate_shifts(config: StegoConfig, features: torch.Tensor, table: torch.T
     """
     if config.attracted_shares is None:
         return config
+    pairs = training_pair_correspondences(config, features, table, n_images, seed)
+    shifts = shifts_for_shares(pairs, dict(zip(PAIR_KINDS, config.attracted_shares)))
+    return replace(config, b_self=shifts["self"], b_knn=shifts["knn"], b_rand=shifts["rand"])
+
+
+@torch.no_grad()
+def training_pair_correspondences(config: StegoConfig, features: torch.Tensor, table: torch.Tensor,
+                                  n_images: int = 256, seed: int = 0) -> dict[str, PairCorrespondences]:
+    """The (spatially centred when ``config.pointwise``) correspondences F of the first ``n_images`` of N×C×h×w
+    ``features`` with themselves, a kNN partner (ranks 1..``num_neighbors`` of the N×k ``table``) and a random
+    other one of them, flattened per pair kind (no labels: ``same_class`` empty). Deterministic for a seed."""
     n = min(n_images, len(features))
     if n < 2:
-        raise ValueError("calibrating the shifts needs at least 2 training images")
+        raise ValueError("the correspondences of self / kNN / random pairs need at least 2 training images")
     generator = torch.Generator().manual_seed(seed)
     index = torch.arange(n)
     partner_of = {"self": index, "knn": draw_positives(table, index, config.num_neighbors, generator),
                   "rand": index[derangement(n, generator)]}
     own = features[index].float()
-    pairs = {kind: PairCorrespondences(feature_correspondence(own, features[other].float(), config.pointwise).flatten(),
-                                       torch.zeros(0, dtype=torch.bool))
-             for kind, other in partner_of.items()}
-    shifts = shifts_for_shares(pairs, dict(zip(PAIR_KINDS, config.attracted_shares)))
-    return replace(config, b_self=shifts["self"], b_knn=shifts["knn"], b_rand=shifts["rand"])
+    return {kind: PairCorrespondences(feature_correspondence(own, features[other].float(), config.pointwise).flatten(),
+                                      torch.zeros(0, dtype=torch.bool))
+            for kind, other in partner_of.items()}
+
+
+@torch.no_grad()
+def attracted_shares(config: StegoConfig, features: torch.Tensor, table: torch.Tensor, n_images: int = 256,
+                     seed: int = 0) -> dict[str, float]:
+    """Share of the entries of each pair kind's F (:func:`training_pair_correspondences`) above its shift b,
+    i.e. the pairs of patches the loss pulls together: ``{"self", "knn", "rand"}`` in [0, 1]. Label-free: a
+    share near 1 for random pairs attracts almost everything (collapse), near 0 for self pairs nothing."""
+    pairs = training_pair_correspondences(config, features, table, n_images, seed)
+    shifts = {"self": config.b_self, "knn": config.b_knn, "rand": config.b_rand}
+    return {kind: pairs[kind].attracted_share(shifts[kind]) for kind in PAIR_KINDS}
 
 
 @torch.no_grad()

@@ -48,13 +48,23 @@ def flip_averaged_codes(model: StegoModel, features: torch.Tensor, features_flip
     return (model.head(features) + model.head(features_flipped).flip(dims=[3])) / 2
 
 
+def _upsampled(codes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(codes, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def cluster_log_probs(model: StegoModel, codes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The cluster probe's log-probabilities B×K'×H×W of B×D×h×w codes upsampled (bilinear) to ``size`` = (H, W):
+    ``log_softmax(α · cos(z, μ_k))`` with α = :data:`CLUSTER_ALPHA` (what needs no labels: segmenting new images)."""
+    return F.log_softmax(CLUSTER_ALPHA * model.cluster_probe(_upsampled(codes, size)), dim=1)
+
+
 @torch.no_grad()
 def probe_log_probs(model: StegoModel, codes: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cluster and linear log-probabilities (B×K'×H×W, B×K×H×W) of codes upsampled to ``size``."""
-    codes = F.interpolate(codes, size=size, mode="bilinear", align_corners=False)
-    cluster = F.log_softmax(CLUSTER_ALPHA * model.cluster_probe(codes), dim=1)
-    linear = F.log_softmax(model.linear_probe(codes), dim=1)
-    return cluster, linear
+    """Cluster (:func:`cluster_log_probs`) and linear log-probabilities (B×K'×H×W, B×K×H×W) of codes upsampled
+    to ``size``."""
+    linear = F.log_softmax(model.linear_probe(_upsampled(codes, size)), dim=1)
+    return cluster_log_probs(model, codes, size), linear
 
 
 @dataclass

@@ -61,9 +61,16 @@ from .. import cli
 from .. import config as course_config
 from ..data.toyworld import MAX_SIZE as TOY_MAX_SIZE, MIN_SIZE as TOY_MIN_SIZE
 from ..models.backbones import backbone_cache_key, load_backbone
+from ..models.vit import VIT_ARCHITECTURES
 from .ablations import run_ablations
-from .configs import NO_SELECTION, OFFICIAL_SELECTION, TOY_CONFIG, CheckpointSelection, StegoConfig, stego_config
+from .configs import (NO_SELECTION, OFFICIAL_SELECTION, TOY_CONFIG, CheckpointSelection, StegoConfig,
+                      check_patch_multiple, preset_note, stego_config)
 from .data import FULL_DATASETS
+from .folder import (FOLDER_PREFIX, FULL_N_CLUSTERS, SELECTION as FOLDER_SELECTION, SHIFT_CHOICES, TOY_N_CLUSTERS,
+                     calibrated, default_shifts, folder_config, folder_diagnostics, folder_of, list_folder,
+                     prepare_folder_data)
+from .model import StegoModel
+from .trainer import train_stego
 from .experiment import kmeans_baseline, prepare_data, run_experiment
 from .trainer import default_checkpoint_every
 from ..distributed import init_distributed
@@ -81,10 +88,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog="python -m course_lib.stego.train",
                                 description="Train STEGO's head on a frozen backbone and evaluate it.")
     cli.add_common_arguments(parser, out_required=False,
-                             dataset_help="toy (toy profile) | cocostuff27 | cityscapes27 (default: toy, "
-                                          "full profile: cocostuff27)")
-    parser.add_argument("--backbone", default=None, help="toy_vit | dino_vits8 | dino_vitb8 | ... (default: the "
-                        "official one of the dataset)")
+                             dataset_help="toy (toy profile) | cocostuff27 | cityscapes27 | folder:DIR (any folder "
+                                          "of .jpg/.png images, no labels; either profile) (default: toy, full "
+                                          "profile: cocostuff27)")
+    parser.add_argument("--backbone", default=None,
+                        help=f"toy_vit | {' | '.join(VIT_ARCHITECTURES)} (DINOv2: patch 14, crops 224 / evaluation "
+                             "322 px, the DINO ViT-S/8 or B/8 hyper-parameters: no official DINOv2 preset exists) "
+                             "(default: the official one of the dataset; folder: toy_vit / dino_vits8)")
+    parser.add_argument("--n-clusters", type=cli.positive_int, default=None,
+                        help=f"folder:DIR only: clusters K (default {FULL_N_CLUSTERS} full, {TOY_N_CLUSTERS} toy)")
+    parser.add_argument("--shifts", choices=SHIFT_CHOICES, default=None,
+                        help="folder:DIR only: the shifts b: official (the preset's) or calibrated (each b attracts "
+                             "a set share of the folder's own self / kNN / random correspondences, the toy recipe) "
+                             "(default: official for dino_* backbones, calibrated otherwise)")
     parser.add_argument("--steps", type=cli.positive_int, default=None,
                         help="optimisation steps (--max-steps caps them)")
     parser.add_argument("--batch-size", type=cli.int_range(2), default=None,
@@ -141,26 +157,50 @@ def _flag(args: argparse.Namespace, name: str, dataset: str):
     return SMOKE_SIZES["toy" if dataset == "toy" else "full"].get(name)
 
 
+def _overrides(args: argparse.Namespace, dataset: str) -> dict:
+    """The preset fields the flags (or ``COURSE_SMOKE``'s sizes) set. A smoke resolution that no flag gave is
+    rounded to a multiple of the backbone's patch size (64 → 56 for DINOv2's 14)."""
+    overrides = {name: _flag(args, name, dataset) for name in (
+        "steps", "batch_size", "lr", "code_dim", "seed", "five_crop", "crf", "resolution", "val_resolution")}
+    patch = VIT_ARCHITECTURES.get(args.backbone or "", {}).get("patch_size")
+    for name in ("resolution", "val_resolution"):
+        if patch and getattr(args, name) is None and overrides[name] is not None:
+            overrides[name] = patch * max(1, overrides[name] // patch)
+    return {name: value for name, value in overrides.items() if value is not None}
+
+
+def _checked(make_config) -> StegoConfig:
+    """``make_config()`` with a ``ValueError`` (an unknown dataset, an invalid value, a resolution that is not a
+    multiple of a known ViT's patch size) turned into the user's ``ConfigError`` (no traceback)."""
+    try:
+        config = make_config()
+        patch = VIT_ARCHITECTURES.get(config.backbone, {}).get("patch_size")
+        if patch:
+            check_patch_multiple(config, patch)
+        return config
+    except course_config.ConfigError:
+        raise
+    except ValueError as error:
+        raise course_config.ConfigError(str(error)) from None
+
+
 def build_config(args: argparse.Namespace) -> StegoConfig:
     """The run's :class:`StegoConfig`: the preset of (dataset, backbone), the flags, ``COURSE_SMOKE``'s
     sizes where no flag says otherwise, and the steps capped (``--max-steps``, 2 under smoke)."""
     dataset = _dataset(args)
-    overrides = {name: _flag(args, name, dataset) for name in (
-        "steps", "batch_size", "lr", "code_dim", "seed", "five_crop", "crf", "resolution", "val_resolution")}
-    overrides = {name: value for name, value in overrides.items() if value is not None}
+    for flag in ("n_clusters", "shifts"):
+        if getattr(args, flag) is not None:
+            raise course_config.ConfigError(f"--{flag.replace('_', '-')} is for --dataset {FOLDER_PREFIX}DIR (a "
+                                            f"labelled dataset has its classes and the preset's shifts)")
+    overrides = _overrides(args, dataset)
     if dataset == "toy":
         if not TOY_MIN_SIZE <= toy_size(args) <= TOY_MAX_SIZE:
             raise course_config.ConfigError(f"--size must be {TOY_MIN_SIZE}..{TOY_MAX_SIZE} for the toy world's "
                                             f"images, got {toy_size(args)}")
         overrides.setdefault("resolution", toy_size(args))
         overrides.setdefault("val_resolution", toy_size(args))
-    try:
-        config = stego_config(dataset, args.backbone, **overrides)
-        return replace(config, steps=cli.cap_steps(config.steps, args.max_steps))
-    except course_config.ConfigError:
-        raise
-    except ValueError as error:  # an unknown dataset or an invalid value: the user's to fix, no traceback
-        raise course_config.ConfigError(str(error)) from None
+    config = _checked(lambda: stego_config(dataset, args.backbone, **overrides))
+    return replace(config, steps=cli.cap_steps(config.steps, args.max_steps))
 
 
 def build_selection(args: argparse.Namespace, config: StegoConfig) -> CheckpointSelection:
@@ -224,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
     cli.apply_common(args)
     started = time.perf_counter()
+    folder = folder_of(args.dataset)
+    if folder is not None:
+        return folder_main(args, folder, started)
     config = build_config(args)
     options = prepare_options(args, config)
     selection = build_selection(args, config)
@@ -268,6 +311,94 @@ def main(argv: list[str] | None = None) -> dict | None:
     })
     _write_outputs(out, metrics)
     _print_summary(metrics, out)
+    return metrics
+
+
+def folder_main(args: argparse.Namespace, folder: Path, started: float) -> dict | None:
+    """``--dataset folder:DIR`` (:mod:`.folder`): train on the folder's images without labels and write
+    ``config.json``, ``checkpoint.pt``, ``stego.pt`` (the last step), ``loss_curves.png`` and ``metrics.json``
+    (losses, the label-free diagnostics, ``selection`` saying why the last step, ``classes`` null so that
+    ``course_lib.segment`` names the clusters ``cluster k``). One process; returns the metrics."""
+    toy = course_config.profile(args.profile) == "toy"
+    for flag, value in (("--val-freq", args.val_freq), ("--select-every", args.select_every),
+                        ("--save-top-k", args.save_top_k), ("--n-val", args.n_val)):
+        if value:
+            raise course_config.ConfigError(f"{flag} needs labelled validation images; --dataset {FOLDER_PREFIX}DIR "
+                                            "has no labels (the run keeps its last step)")
+    if args.ablations:
+        raise course_config.ConfigError(f"--ablations are measured against labels; --dataset {FOLDER_PREFIX}DIR has none")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise course_config.ConfigError(f"--dataset {FOLDER_PREFIX}DIR trains in one process: run it without torchrun")
+    overrides = _overrides(args, "toy" if toy else "full")
+    if toy:
+        overrides.setdefault("resolution", toy_size(args))
+        overrides.setdefault("val_resolution", overrides["resolution"])
+    config = _checked(lambda: folder_config(toy, args.backbone, args.shifts, **overrides))
+    config = replace(config, steps=cli.cap_steps(config.steps, args.max_steps))
+    shifts = args.shifts or default_shifts(config.backbone)
+    n_clusters = args.n_clusters or (TOY_N_CLUSTERS if toy else FULL_N_CLUSTERS)
+    files, skipped, fingerprint = list_folder(folder, _flag(args, "n_train", "toy" if toy else "full"))
+    online = not (args.cached_features if args.cached_features is not None else toy)
+    out = Path(args.out) if args.out is not None else course_config.default_run_dir(
+        "stego", f"folder_{folder.resolve().name}", config.backbone)
+    resolved = {
+        "profile": course_config.profile(args.profile), "smoke": course_config.smoke(), "out": str(out),
+        "stego": config.to_dict(), "preset_note": preset_note("cocostuff27" if not toy else "toy", config.backbone),
+        "data": {"dataset": f"{FOLDER_PREFIX}{folder}", "folder": str(folder.resolve()), "n_images": len(files),
+                 "fingerprint": fingerprint, "n_clusters": n_clusters, "shifts": shifts,
+                 "five_crop": config.five_crop, "resolution": config.resolution,
+                 "val_resolution": config.val_resolution, "online": online, "num_workers": args.num_workers},
+        "run": {"device": args.device or "auto", "threads": args.threads, "max_steps": args.max_steps,
+                "checkpoint_every": args.checkpoint_every or default_checkpoint_every(config.steps),
+                "checkpoint_selection": FOLDER_SELECTION, "cache": str(course_config.cache_dir())},
+    }
+    if args.print_config:
+        cli.print_config(resolved)
+        return None
+    cli.prepare_out(out)
+    finished = cli.guard_run(out, resolved, overwrite=args.overwrite, outputs=RUN_OUTPUTS, ignore=RESULT_NEUTRAL)
+    if finished is not None:
+        return finished
+    if args.threads is None and toy:
+        torch.set_num_threads(1)
+    context = init_distributed(args.device)
+    cli.write_json(out / "config.json", resolved)
+    backbone = load_backbone(config.backbone, device=context.device)
+    try:  # any backbone (the toy ViT too): the loaded one knows its patch size
+        check_patch_multiple(config, backbone.patch_size)
+    except ValueError as error:
+        raise course_config.ConfigError(str(error)) from None
+    data = prepare_folder_data(config, backbone, files, fingerprint, online=online, official_knn=not toy,
+                               num_workers=args.num_workers, context=context)
+    config = calibrated(config, data)
+    torch.manual_seed(config.seed)
+    model = StegoModel(data.source.in_channels, n_clusters, config)
+    train_started = time.perf_counter()
+    history = train_stego(model, data.source, out, context, checkpoint_every=resolved["run"]["checkpoint_every"],
+                          desc=f"STEGO on {folder.name}")
+    train_seconds = time.perf_counter() - train_started
+    with cli.replace_when_written(out / "stego.pt") as partial:
+        model.save(partial)
+    metrics = {
+        "selection": FOLDER_SELECTION, "selected_step": config.steps, "classes": None, "cluster_assignment": None,
+        "n_clusters": n_clusters, "shifts": shifts,
+        "shift_values": {"b_self": config.b_self, "b_knn": config.b_knn, "b_rand": config.b_rand},
+        "preset_note": resolved["preset_note"],
+        "diagnostics": folder_diagnostics(model, data.sample_features, data.sample_table),
+        "final_losses": {key: value for key, value in history[-1].items() if key != "linear"} if history else None,
+        "linear_probe": "not trained: no labels (its loss is 0)",
+        "folder": str(folder.resolve()), "fingerprint": fingerprint, "n_images": len(files), "skipped": skipped,
+        "n_train": len(data.source.table), "backbone_key": backbone_cache_key(config.backbone, backbone),
+        "device": str(context.device), "profile": resolved["profile"], "smoke": resolved["smoke"],
+        "train_seconds": train_seconds, "seconds": time.perf_counter() - started, "config": config.to_dict(),
+        "history": history,
+    }
+    _write_outputs(out, metrics)
+    diagnostics = metrics["diagnostics"]
+    print(f"trained on {len(files)} images of {folder} ({len(skipped)} skipped), {config.steps} steps, "
+          f"{n_clusters} clusters ({diagnostics['empty_clusters']} empty, size entropy "
+          f"{diagnostics['cluster_entropy']:.2f}), code mean cosine {diagnostics['code_mean_cosine']:.2f}; "
+          f"{metrics['seconds']:.0f} s; run folder {out} (python -m course_lib.segment --images DIR --run {out})")
     return metrics
 
 
