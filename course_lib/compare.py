@@ -1,0 +1,436 @@
+"""One comparison, one command: every method and baseline on both toy datasets, over seeds (issue 16, item 4).
+
+::
+
+    python -m course_lib.compare --profile toy --seeds 0 1 2 --out DIR [--world-version 1|2]
+        [--methods stego kmeans texture segsort pass] [--datasets scenes objects] [--crf-scale stego|scaled]
+
+Every (method, dataset, seed) *cell* yields per-pixel cluster ids (and, where the method has them, class
+scores), is scored with the CRF off and on, and is saved as ``DIR/cells/<method>_<dataset>_seed<S>.json``
+the moment it finishes; a rerun skips the cells already there (so more seeds can be added later). Then
+``DIR/comparison.json`` (a list of rows ``{"method", "dataset", "protocol", "seeds", "metrics": {name: [one
+value per seed]}, "notes"}``) and ``DIR/comparison.md`` (mean ± std; methods first, then the baselines) are
+written.
+
+Protocols (one per dataset, the same for every method):
+
+- ``scenes`` (STEGO's, CocoStuff-like): K = 12 clusters, one Hungarian assignment of clusters to classes
+  over the whole validation set (:class:`~course_lib.evaluation.metrics.UnsupervisedMetrics`): ``mIoU``,
+  ``accuracy``.
+- ``objects`` (ImageNet-S's fully unsupervised protocol): K + 1 clusters (the K categories and 'other');
+  the **border rule** (:func:`border_other`, label-free) names the cluster whose pixels lie most in the
+  image borders 'other' (id 0), the remaining clusters take ids 1..K; the image-level presence matching
+  (:func:`~course_lib.evaluation.imagenet_s.match_from_presence`) maps them to categories; the ImageNet-S
+  evaluator gives ``mIoU``, ``b_mIoU``, ``img_acc``, ``f_measure``. Every method that has no 'other' of its
+  own uses this rule.
+
+CRF: each metric ``m`` is reported without the CRF and as ``m_crf`` after it
+(:func:`~course_lib.evaluation.crf.dense_crf_batch`, 10 mean-field iterations), with STEGO's constants
+(``--crf-scale stego``, θα = 67 px) or their bilateral width scaled to the image side
+(``--crf-scale scaled``, :meth:`~course_lib.evaluation.crf.CRFParams.scaled_to`: 20.1 px at 96 px). A method
+with class scores (STEGO's cluster probe, k-means on features: ``log_softmax(α·cos)``) gives them to the CRF
+as STEGO does; a method with hard ids only (the texture reference) gives one-hot unaries of confidence
+:data:`HARD_LABEL_CONFIDENCE`.
+
+Seeds: the seed of a cell is the training seed of the method's toy recipe and the seed of its clustering;
+the data (the toy world's train and validation images, seed 0) and the backbone (the shipped ``toy_vit``)
+are the same for every seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import config as course_config
+from .cli import (ArgumentParser, add_common_arguments, apply_common, cap_steps, guard_run, non_negative_int,
+                  positive_int, prepare_out, print_config, run_cli, write_json)
+from .data.label_png import IMAGENET_S_IGNORE
+from .data.toyworld import ToyWorld
+from .evaluation.baselines import pixel_kmeans_miou, texture_features
+from .evaluation.crf import STEGO_CRF, CRFParams, dense_crf_batch
+from .evaluation.imagenet_s import ImageNetSEvaluator, image_presence, match_from_presence
+from .evaluation.metrics import UnsupervisedMetrics
+from .evaluation.probes import upsampled_cosines
+from .models.feature_correspondences import kmeans_segmentation
+from .models.features import FeatureCache, FeatureSet, toy_features
+
+METHODS = ("stego", "segsort", "pass")
+"""The three methods of the course (rows of the first block)."""
+BASELINES = ("kmeans", "texture")
+"""Label-free references (second block): cosine k-means on the backbone's patch features, and k-means on
+the colour-blind texture descriptor (:func:`~course_lib.evaluation.baselines.texture_features`)."""
+DATASETS = ("scenes", "objects")
+PROTOCOLS = {"scenes": "Hungarian over the set (STEGO), K = 12",
+             "objects": "ImageNet-S: border rule for 'other' + presence matching, K + 1 clusters"}
+BACKBONE = "toy_vit"
+HARD_LABEL_CONFIDENCE = 0.8
+"""Probability a hard-id method's unary gives its own id before the CRF (the rest shared evenly)."""
+BORDER_FRACTION = 1 / 12
+"""Width of the image border band of the 'other' rule, as a fraction of the image side (8 px at 96 px)."""
+EVAL_BATCH = 25
+PENDING = {
+    "segsort": "not run by this command yet: SegSort's toy training (course_lib.segsort.train, ~8 min a seed on "
+               "2 CPU cores) takes neither the toy-world version nor the 'objects' kind as an argument; train it "
+               "with `python -m course_lib.segsort.train --profile toy --seed S --out RUN` and score its "
+               "label-free clustering and kNN retrieval (kNN uses training labels) here once those hooks exist",
+    "pass": "not run by this command yet: PASS's toy pipeline (course_lib.luss, ~20 min a seed) takes no "
+            "toy-world version or seed hook; run `python -m course_lib.luss --profile toy --seed S --out RUN` "
+            "and score its fine-tuned predictions and pseudo-labels here once they exist",
+}
+SCENES_PASS = ("PASS is a large-scale *object* segmentation method: one category per image plus 'other' "
+               "(its pixel-attention separates a foreground object from background); toy scenes have no "
+               "single foreground object (several stuff regions and 1-4 things of different classes per "
+               "image), so the row is left empty")
+
+
+@dataclass
+class Split:
+    """One toy split as the comparison uses it: N×C×h×w features (and those of the mirrored images),
+    N×H×W×3 uint8 images, N×H×W labels."""
+
+    world: ToyWorld
+    features: FeatureSet
+    flipped: FeatureSet | None
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class Prediction:
+    """A cell's output on the validation split: N×H×W cluster ids in 0..C-1 and, when the method scores
+    classes, N×C×H×W log-probabilities (the CRF's unaries)."""
+
+    ids: torch.Tensor
+    log_probs: torch.Tensor | None = None
+
+
+def load_split(kind: str, split: str, n_images: int | None, size: int, version: int,
+               flipped: bool = False) -> Split:
+    """Features of the shipped toy ViT (cached in ``COURSE_CACHE/features``), images and labels of a split."""
+    from .stego.data import HorizontalFlip
+
+    world = ToyWorld(kind, split, n_images=n_images, size=size, seed=0, version=version)
+    features = toy_features(BACKBONE, kind, split, n_images=len(world), size=size, version=version)
+    mirrored = None
+    if flipped:
+        name = f"toy_{kind}_n{len(world)}_seed0" + ("" if version == 1 else f"_v{version}") + "_hflip"
+        mirrored = FeatureCache().get_or_compute(BACKBONE, HorizontalFlip(world), name, split, size)
+    images = torch.stack([torch.from_numpy(world.render(i)[0]) for i in range(len(world))])
+    images = images.mul(255).round().clamp(0, 255).to(torch.uint8)
+    return Split(world, features, mirrored, images, features.labels.long())
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def predict_stego(train: Split, val: Split, seed: int, run_dir: Path, max_steps: int | None) -> Prediction:
+    """STEGO's toy recipe (:data:`~course_lib.stego.configs.TOY_CONFIG`, seed ``seed``) trained on ``train``;
+    the cluster probe's log-probabilities on ``val`` (codes averaged with the mirrored images', as the
+    official evaluation). The run is resumable in ``run_dir`` (:func:`~course_lib.stego.experiment.run_experiment`)."""
+    from .stego.configs import stego_config
+    from .stego.evaluate import cluster_log_probs, flip_averaged_codes
+    from .stego.experiment import StegoData, run_experiment
+    from .stego.model import StegoModel
+    from .stego.pairs import TOP_K, global_descriptors, knn_table
+    from .stego.trainer import CachedPairs
+
+    base = stego_config("toy")
+    config = replace(base, seed=seed, crf=False, steps=cap_steps(base.steps, max_steps))
+    table = knn_table(global_descriptors(train.features.features), k=min(TOP_K, len(train.labels)))
+    data = StegoData(CachedPairs(train.features.features, train.features.labels, table), val.features,
+                     val.flipped, val.world, list(val.world.classes))
+    run_experiment(config, data, run_dir, desc=f"STEGO seed {seed}")
+    model = StegoModel.load(run_dir / "stego.pt")
+    size = tuple(val.labels.shape[-2:])
+    log_probs = []
+    for start in range(0, len(val.labels), EVAL_BATCH):
+        stop = start + EVAL_BATCH
+        codes = flip_averaged_codes(model, val.features.features[start:stop].float(),
+                                    val.flipped.features[start:stop].float())
+        log_probs.append(cluster_log_probs(model, codes, size).cpu())
+    scores = torch.cat(log_probs)
+    return Prediction(scores.argmax(1), scores)
+
+
+def predict_kmeans(val: Split, k: int, seed: int) -> Prediction:
+    """Cosine k-means (K = ``k``, seed ``seed``) on the validation patch features; unaries
+    ``log_softmax(α·cos)`` with STEGO's cluster-probe α, as :func:`~course_lib.stego.experiment.kmeans_baseline`."""
+    from .stego.evaluate import CLUSTER_ALPHA
+
+    centres = kmeans_segmentation(val.features.features.float(), val.labels, k, seed=seed)["centres"]
+    size = tuple(val.labels.shape[-2:])
+    scores = torch.cat([F.log_softmax(CLUSTER_ALPHA * upsampled_cosines(val.features.features[s:s + EVAL_BATCH].float(),
+                                                                        centres, size), dim=1)
+                        for s in range(0, len(val.labels), EVAL_BATCH)])
+    return Prediction(scores.argmax(1), scores)
+
+
+def predict_texture(val: Split, k: int, seed: int) -> Prediction:
+    """k-means (K = ``k``, seed ``seed``) on the colour-blind texture descriptor of every pixel; hard ids."""
+    descriptors = texture_features(val.images.numpy().astype(np.float32) / 255)
+    ids = pixel_kmeans_miou(descriptors, val.labels.numpy(), k, seed=seed)["predictions"]
+    return Prediction(torch.from_numpy(ids).long())
+
+
+def hard_unaries(ids: torch.Tensor, k: int, confidence: float = HARD_LABEL_CONFIDENCE) -> torch.Tensor:
+    """N×H×W ids → N×K×H×W log-probabilities: ``confidence`` on the id, the rest shared by the other K-1."""
+    rest = (1 - confidence) / (k - 1)
+    probs = torch.full((ids.shape[0], k, *ids.shape[1:]), rest)
+    probs.scatter_(1, ids[:, None], confidence)
+    return probs.log()
+
+
+def crf_ids(prediction: Prediction, images: torch.Tensor, k: int, params: CRFParams, workers: int) -> torch.Tensor:
+    """The ids after the dense CRF (``params``), batch by batch."""
+    out = []
+    for start in range(0, len(images), EVAL_BATCH):
+        stop = start + EVAL_BATCH
+        unary = prediction.log_probs[start:stop] if prediction.log_probs is not None \
+            else hard_unaries(prediction.ids[start:stop], k)
+        out.append(dense_crf_batch(images[start:stop], unary, workers=workers, params=params).argmax(1))
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+def border_other(ids: torch.Tensor, k: int, fraction: float = BORDER_FRACTION) -> torch.Tensor:
+    """The label-free 'other' rule: the cluster with the largest share of its pixels in the image borders
+    (a band of ``fraction`` × side on each edge, over the whole set) becomes id 0, the other clusters take
+    ids 1..K-1 in their order. ``ids``: N×H×W in 0..k-1 → N×H×W in 0..k-1 (0 = 'other').
+
+    Why: a toy ``objects`` image holds one object away from the edges on a background that fills the
+    border, as ImageNet photos mostly do; no label is looked at."""
+    height, width = ids.shape[-2:]
+    band = max(1, round(fraction * min(height, width)))
+    border = torch.zeros(height, width, dtype=torch.bool)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    total = torch.bincount(ids.flatten(), minlength=k).double()
+    on_border = torch.bincount(ids[:, border].flatten(), minlength=k).double()
+    other = int(torch.argmax(on_border / total.clamp(min=1)))
+    order = [other] + [c for c in range(k) if c != other]
+    relabel = torch.empty(k, dtype=torch.long)
+    relabel[torch.tensor(order)] = torch.arange(k)
+    return relabel[ids]
+
+
+def score_scenes(ids: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, float]:
+    """STEGO's protocol: one Hungarian assignment over the set → ``mIoU``, ``accuracy`` (percent)."""
+    metrics = UnsupervisedMetrics(k)
+    metrics.update(ids, labels)
+    values = metrics.compute()
+    return {"mIoU": float(values["mIoU"]), "accuracy": float(values["accuracy"])}
+
+
+OBJECT_METRICS = ("mIoU", "b_mIoU", "img_acc", "f_measure")
+
+
+def score_objects(ids: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, float]:
+    """ImageNet-S's protocol on ``k`` = K + 1 clusters: :func:`border_other`, presence matching, the evaluator."""
+    named = border_other(ids, k).numpy()
+    truth = np.where(labels.numpy() < 0, IMAGENET_S_IGNORE, labels.numpy())  # the toy world's ignore (-1) → 1000
+    presence = [image_presence(p, g, k - 1) for p, g in zip(named, truth)]
+    match = match_from_presence(np.stack([p for p, _ in presence]), np.stack([g for _, g in presence]))
+    evaluator = ImageNetSEvaluator(k - 1, match)
+    for index, (p, g) in enumerate(zip(named, truth)):
+        evaluator.update(p, g, name=f"val image {index}")
+    values = evaluator.compute()
+    return {key: float(values[key]) for key in OBJECT_METRICS}
+
+
+SCORERS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], dict[str, float]]] = {
+    "scenes": score_scenes, "objects": score_objects}
+
+
+def score_cell(prediction: Prediction, val: Split, dataset: str, k: int, params: CRFParams,
+               workers: int) -> dict[str, float]:
+    """The dataset's protocol without the CRF (``m``) and after it (``m_crf``)."""
+    scorer = SCORERS[dataset]
+    metrics = scorer(prediction.ids, val.labels, k)
+    after = scorer(crf_ids(prediction, val.images, k, params, workers), val.labels, k)
+    return {**metrics, **{f"{key}_crf": value for key, value in after.items()}}
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def cell_path(out: Path, method: str, dataset: str, seed: int) -> Path:
+    return out / "cells" / f"{method}_{dataset}_seed{seed}.json"
+
+
+def run_cell(method: str, dataset: str, seed: int, splits: Callable[[str], tuple[Split, Split]], out: Path,
+             params: CRFParams, workers: int, max_steps: int | None) -> dict:
+    """Compute (or reload) one cell: ``{"metrics", "seconds"}``, saved at :func:`cell_path`."""
+    path = cell_path(out, method, dataset, seed)
+    if path.is_file():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    train, val = splits(dataset)
+    k = val.world.num_classes  # objects: the K categories and 'other'
+    course_config.seed_everything(seed)
+    if method == "stego":
+        prediction = predict_stego(train, val, seed, out / "runs" / f"stego_{dataset}_seed{seed}", max_steps)
+    elif method == "kmeans":
+        prediction = predict_kmeans(val, k, seed)
+    else:
+        prediction = predict_texture(val, k, seed)
+    cell = {"metrics": score_cell(prediction, val, dataset, k, params, workers),
+            "seconds": round(time.perf_counter() - start, 1)}
+    write_json(path, cell)
+    return cell
+
+
+NOTES = {
+    "stego": "cluster probe on flip-averaged codes; toy recipe (400 steps) trained on this dataset's train split",
+    "kmeans": "cosine k-means on the toy ViT's validation patch features (same backbone as STEGO)",
+    "texture": "k-means on a colour-blind per-pixel texture descriptor (hand-made, no learning); hard ids: "
+               f"one-hot unaries of confidence {HARD_LABEL_CONFIDENCE} for the CRF",
+}
+
+
+def build_rows(cells: dict[tuple[str, str, int], dict], methods: Sequence[str], datasets: Sequence[str],
+               seeds: Sequence[int], record: dict) -> list[dict]:
+    """The rows of ``comparison.json`` (one per method and dataset; empty metrics where a cell does not run)."""
+    rows = []
+    for method in methods:
+        for dataset in datasets:
+            notes = NOTES.get(method, "")
+            if method == "pass" and dataset == "scenes":
+                notes = SCENES_PASS
+            elif method in PENDING:
+                notes = PENDING[method]
+            ran = [seed for seed in seeds if (method, dataset, seed) in cells]
+            names = list(cells[method, dataset, ran[0]]["metrics"]) if ran else []
+            if ran and dataset == "objects":
+                notes += "; 'other' = the cluster most on the image borders (label-free border rule)"
+            if ran:
+                notes += f"; CRF: {record['crf_scale']} (bilateral θα = {record['crf_bilateral_sxy']:.1f} px)"
+            rows.append({"method": method, "dataset": dataset, "protocol": PROTOCOLS[dataset], "seeds": ran,
+                         "metrics": {name: [cells[method, dataset, s]["metrics"][name] for s in ran]
+                                     for name in names},
+                         "notes": notes})
+    return rows
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` (sample std; a single value alone)."""
+    if not values:
+        return "–"
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {float(np.std(values, ddof=1)):.1f}"
+
+
+def markdown(rows: list[dict], record: dict) -> str:
+    """``comparison.md``: per dataset a table, methods first, then the baselines in a separate block."""
+    lines = [f"# Toy comparison (world v{record['world_version']}, {record['n_val']} validation images, "
+             f"CRF {record['crf_scale']})", "", "Mean ± std over the seeds (percent)."]
+    for dataset in record["datasets"]:
+        names = [name for name in (("mIoU", "accuracy") if dataset == "scenes" else OBJECT_METRICS)]
+        columns = [n for name in names for n in (name, f"{name}_crf")]
+        lines += ["", f"## {dataset}: {PROTOCOLS[dataset]}", "",
+                  "| method | seeds | " + " | ".join(columns) + " | notes |",
+                  "|---" * (len(columns) + 3) + "|"]
+        for block in (METHODS, BASELINES):
+            chosen = [row for row in rows if row["dataset"] == dataset and row["method"] in block]
+            if block is BASELINES and chosen:
+                lines.append("| **baselines** |" + " |" * (len(columns) + 2))
+            for row in chosen:
+                cells = [mean_std(row["metrics"].get(name, [])) for name in columns]
+                lines.append(f"| {row['method']} | {len(row['seeds'])} | " + " | ".join(cells) +
+                             f" | {row['notes']} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(prog="python -m course_lib.compare", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, skip=("dataset", "seed", "data_root"))
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2],
+                        help="training / clustering seeds, one cell per seed (default 0 1 2)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS + BASELINES, default=list(METHODS + BASELINES))
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--world-version", type=int, choices=(1, 2), default=1,
+                        help="toy world version (ToyWorld(version=...)); default 1, the lessons' world")
+    parser.add_argument("--crf-scale", choices=("stego", "scaled"), default="scaled",
+                        help="stego: STEGO's CRF constants (θα = 67 px, set for 320-px images); scaled (default): "
+                             "θα scaled to the image side (CRFParams.scaled_to)")
+    parser.add_argument("--n-train", type=positive_int, default=None, help="training images (default the toy world's 1000)")
+    parser.add_argument("--n-val", type=positive_int, default=None, help="validation images (default 200)")
+    parser.add_argument("--size", type=positive_int, default=96, help="image side in pixels (default 96)")
+    return parser.parse_args(argv)
+
+
+def resolved(args: argparse.Namespace) -> dict:
+    """The configuration record (``DIR/config.json``); seeds, methods and datasets may change between runs."""
+    profile = course_config.profile(args.profile)
+    if profile != "toy":
+        raise course_config.ConfigError(f"--profile {profile}: the comparison runs on the toy world only (use --profile toy)")
+    if "stego" in args.methods and args.n_train is not None:
+        from .stego.configs import stego_config
+
+        batch = stego_config("toy").batch_size
+        if args.n_train < batch:
+            raise course_config.ConfigError(f"--n-train {args.n_train} does not fill one STEGO batch of {batch} "
+                                            f"images: give --n-train {batch} or more, or leave stego out of --methods")
+    params = STEGO_CRF if args.crf_scale == "stego" else STEGO_CRF.scaled_to(args.size)
+    return {"profile": profile, "world_version": args.world_version, "crf_scale": args.crf_scale,
+            "crf_bilateral_sxy": params.bilateral_sxy, "n_train": args.n_train, "n_val": args.n_val,
+            "size": args.size, "backbone": BACKBONE, "max_steps": args.max_steps, "smoke": course_config.smoke(),
+            "seeds": list(args.seeds), "methods": list(args.methods), "datasets": list(args.datasets)}
+
+
+def main(argv: list[str] | None = None) -> list[dict] | None:
+    args = parse_args(argv)
+    apply_common(args)
+    record = resolved(args)
+    if args.print_config:
+        print_config(record)
+        return None
+    out = prepare_out(args.out)
+    guard_run(out, record, overwrite=args.overwrite, outputs=("cells", "runs", "comparison.json", "comparison.md"),
+              ignore=("seeds", "methods", "datasets"))
+    write_json(out / "config.json", record)
+    params = STEGO_CRF if args.crf_scale == "stego" else STEGO_CRF.scaled_to(args.size)
+    workers = args.threads or 1
+    loaded: dict[str, tuple[Split, Split]] = {}
+
+    def splits(dataset: str) -> tuple[Split, Split]:
+        if dataset not in loaded:
+            loaded[dataset] = (load_split(dataset, "train", args.n_train, args.size, args.world_version),
+                               load_split(dataset, "val", args.n_val, args.size, args.world_version, flipped=True))
+        return loaded[dataset]
+
+    cells = {}
+    start = time.perf_counter()
+    for dataset in args.datasets:
+        for method in args.methods:
+            if method in PENDING:
+                continue
+            for seed in args.seeds:
+                cell = run_cell(method, dataset, seed, splits, out, params, workers, args.max_steps)
+                cells[method, dataset, seed] = cell
+                shown = ", ".join(f"{k} {v:.1f}" for k, v in cell["metrics"].items())
+                print(f"{method} / {dataset} / seed {seed}: {shown} ({cell['seconds']} s)", flush=True)
+    rows = build_rows(cells, args.methods, args.datasets, args.seeds, record)
+    write_json(out / "comparison.json", rows)
+    (out / "comparison.md").write_text(markdown(rows, record))
+    print(f"wrote {out / 'comparison.json'} and {out / 'comparison.md'} ({time.perf_counter() - start:.0f} s)")
+    return rows
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,124 @@
+"""``python -m course_lib.compare``: the label-free 'other' rule, the two protocols, the CRF unaries of hard
+ids, the table, and a smoke-sized run of the command (resumed, and guarded against another configuration)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import compare
+from course_lib.config import ConfigError
+
+
+def test_border_other_names_the_cluster_on_the_borders_other_and_keeps_the_rest_in_order():
+    ids = torch.full((2, 24, 24), 2)  # cluster 2 fills the background, borders included
+    ids[:, 6:18, 6:18] = 0
+    ids[1, 8:12, 8:12] = 1
+    named = compare.border_other(ids, 3)
+    assert (named[ids == 2] == 0).all()  # the border cluster → 'other'
+    assert (named[ids == 0] == 1).all() and (named[ids == 1] == 2).all()  # the others: 1.. in their order
+
+
+def test_border_other_goes_by_the_share_of_a_cluster_on_the_borders_not_by_its_size():
+    ids = torch.zeros(1, 48, 48, dtype=torch.long)  # cluster 0: a large centre, few border pixels in share
+    ids[0, :4] = 1  # cluster 1: a thin strip on the top border only
+    named = compare.border_other(ids, 2)
+    assert (named[ids == 1] == 0).all() and (named[ids == 0] == 1).all()
+
+
+def _objects_truth() -> torch.Tensor:
+    """Three 32-px images: 'other' around one object of category 1, 2 or 3; an ignore (-1) pixel."""
+    labels = torch.zeros(3, 32, 32, dtype=torch.long)
+    for index in range(3):
+        labels[index, 10:22, 10:22] = index + 1
+    labels[0, 0, 0] = -1
+    return labels
+
+
+def test_score_objects_is_100_for_a_permuted_perfect_prediction_and_lower_for_a_wrong_one():
+    labels = _objects_truth()
+    permutation = torch.tensor([3, 0, 2, 1])  # cluster ids are arbitrary, 'other' included
+    perfect = permutation[labels.clamp(min=0)]
+    scores = compare.score_objects(perfect, labels, 4)
+    assert scores["mIoU"] == pytest.approx(100.0) and scores["img_acc"] == pytest.approx(100.0)
+    assert set(scores) == set(compare.OBJECT_METRICS)
+    merged = perfect.clone()
+    merged[labels == 3] = perfect[labels == 2][0]  # categories 2 and 3 in one cluster
+    assert compare.score_objects(merged, labels, 4)["mIoU"] < 100.0
+
+
+def test_score_scenes_hungarian_matches_the_clusters():
+    labels = torch.randint(0, 4, (2, 8, 8))
+    assert compare.score_scenes((labels + 1) % 4, labels, 4)["mIoU"] == pytest.approx(100.0)
+
+
+def test_hard_unaries_put_the_confidence_on_the_id_and_sum_to_one():
+    ids = torch.tensor([[[0, 2], [1, 2]]])
+    unaries = compare.hard_unaries(ids, 3)
+    assert unaries.shape == (1, 3, 2, 2)
+    assert torch.equal(unaries.argmax(1), ids)
+    assert torch.allclose(unaries.exp().sum(1), torch.ones(1, 2, 2))
+    assert unaries.exp().max().item() == pytest.approx(compare.HARD_LABEL_CONFIDENCE)
+
+
+def test_mean_std_and_the_table_put_methods_before_baselines():
+    assert compare.mean_std([10.0, 20.0]) == "15.0 ± 7.1"
+    assert compare.mean_std([]) == "–"
+    record = {"world_version": 2, "n_val": 8, "crf_scale": "scaled", "crf_bilateral_sxy": 20.1,
+              "datasets": ["scenes"]}
+    cells = {("kmeans", "scenes", 0): {"metrics": {"mIoU": 30.0, "accuracy": 50.0, "mIoU_crf": 31.0,
+                                                    "accuracy_crf": 51.0}}}
+    rows = compare.build_rows(cells, ["kmeans", "stego", "pass"], ["scenes"], [0], record)
+    assert [row["method"] for row in rows] == ["kmeans", "stego", "pass"]
+    assert rows[0]["metrics"]["mIoU"] == [30.0] and rows[1]["metrics"] == {} and rows[1]["seeds"] == []
+    assert "no single foreground object" in rows[2]["notes"]
+    text = compare.markdown(rows, record)
+    assert text.index("| stego |") < text.index("**baselines**") < text.index("| kmeans |")
+
+
+SMOKE = ["--profile", "toy", "--n-train", "16", "--n-val", "4", "--world-version", "2",
+         "--methods", "stego", "kmeans", "texture", "pass", "--threads", "1"]
+
+
+def test_command_scores_every_cell_resumes_and_refuses_another_configuration(tmp_path, empty_course_folders,
+                                                                             monkeypatch, one_thread, capsys):
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    out = tmp_path / "cmp"
+    rows = compare.main([*SMOKE, "--seeds", "0", "--out", str(out)])
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved == json.loads(json.dumps(rows))
+    by_key = {(row["method"], row["dataset"]): row for row in saved}
+    assert set(by_key) == {(m, d) for m in ("stego", "kmeans", "texture", "pass") for d in compare.DATASETS}
+    stego = by_key["stego", "objects"]
+    assert stego["seeds"] == [0] and set(stego["metrics"]) == {
+        *compare.OBJECT_METRICS, *(f"{name}_crf" for name in compare.OBJECT_METRICS)}
+    assert set(by_key["kmeans", "scenes"]["metrics"]) == {"mIoU", "accuracy", "mIoU_crf", "accuracy_crf"}
+    assert by_key["pass", "scenes"]["metrics"] == {} and by_key["pass", "objects"]["metrics"] == {}
+    assert all(0.0 <= value <= 100.0 for row in saved for values in row["metrics"].values() for value in values)
+    assert "## objects" in (out / "comparison.md").read_text()
+
+    cell = compare.cell_path(out, "texture", "scenes", 0)
+    first = cell.read_text()
+    cell.write_text(first.replace('"seconds"', '"marker": 1, "seconds"'))  # a reloaded cell is not recomputed
+    capsys.readouterr()
+    compare.main([*SMOKE, "--seeds", "0", "1", "--methods", "texture", "--datasets", "scenes", "--out", str(out)])
+    assert "marker" in cell.read_text()
+    assert compare.cell_path(out, "texture", "scenes", 1).is_file()
+    rows = json.loads((out / "comparison.json").read_text())
+    assert rows[0]["seeds"] == [0, 1] and len(rows[0]["metrics"]["mIoU"]) == 2
+
+    with pytest.raises(ConfigError, match="crf_scale"):
+        compare.main([*SMOKE, "--seeds", "0", "--crf-scale", "stego", "--out", str(out)])
+
+
+def test_print_config_resolves_the_crf_width_and_refuses_the_full_profile(tmp_path, capsys):
+    compare.main(["--profile", "toy", "--crf-scale", "stego", "--print-config", "--out", str(tmp_path / "x")])
+    record = json.loads(capsys.readouterr().out)
+    assert record["crf_bilateral_sxy"] == pytest.approx(67.0) and record["seeds"] == [0, 1, 2]
+    assert not (tmp_path / "x").exists()
+    compare.main(["--profile", "toy", "--print-config", "--out", str(tmp_path / "x")])
+    assert json.loads(capsys.readouterr().out)["crf_bilateral_sxy"] == pytest.approx(67.0 * 96 / 320)
+    with pytest.raises(ConfigError, match="--n-train 8 does not fill one STEGO batch of 16"):
+        compare.main(["--profile", "toy", "--n-train", "8", "--print-config", "--out", str(tmp_path / "x")])
+    with pytest.raises(ConfigError, match="--profile full"):
+        compare.main(["--profile", "full", "--print-config", "--out", str(tmp_path / "x")])
