@@ -10,6 +10,7 @@ ICLR 2022), with the official code's semantics.
 - :mod:`.configs`: the official hyper-parameters per dataset / backbone and the toy ones.
 - :mod:`.trainer`, :mod:`.experiment`, :mod:`.ablations`: training (DDP, checkpoints, resume),
   evaluation runs, ablations. :mod:`.evaluate`: flip-averaged codes, CRF, Hungarian / identity metrics.
+- :mod:`.folder`: training on a folder of unlabelled images (``--dataset folder:DIR``), label-free diagnostics.
 - ``python -m course_lib.stego.train``: the CLI (:mod:`.train`).
 """
 from .configs import OFFICIAL_CONFIGS, TOY_CONFIG, StegoConfig, stego_config
@@ -21,7 +22,14 @@ from .correlation import (
     spatial_centering,
     tensor_correlation,
 )
-from .evaluate import EvalBatch, StegoPredictions, evaluate_stego, flip_averaged_codes, probe_log_probs
+from .evaluate import (
+    EvalBatch,
+    StegoPredictions,
+    cluster_log_probs,
+    evaluate_stego,
+    flip_averaged_codes,
+    probe_log_probs,
+)
 from .experiment import StegoData, eval_batches, kmeans_baseline, prepare_data, run_experiment
 from .head import StegoHead
 from .loss import stego_loss
@@ -32,7 +40,8 @@ from .trainer import CachedPairs, OnlinePairs, train_stego
 
 __all__ = [
     "OFFICIAL_CONFIGS", "TOY_CONFIG", "CachedPairs", "DistContext", "EvalBatch", "OnlinePairs", "StegoConfig",
-    "StegoData", "StegoHead", "StegoModel", "StegoPredictions", "cached_knn_table", "correlation_loss",
+    "StegoData", "StegoHead", "StegoModel", "StegoPredictions", "cached_knn_table", "cluster_log_probs",
+    "correlation_loss",
     "derangement", "draw_positives", "eval_batches", "evaluate_stego", "feature_correspondence",
     "flip_averaged_codes", "global_descriptors", "init_distributed", "kmeans_baseline", "knn_table",
     "prepare_data", "probe_log_probs", "random_coordinates", "run_experiment", "sample_grid", "spatial_centering",

@@ -200,7 +200,8 @@ def preset_note(dataset: str, backbone: str | None) -> str | None:
             config for (name, _), config in OFFICIAL_CONFIGS.items() if name == dataset)
         return (f"no official STEGO preset exists for DINOv2: {backbone} reuses the {source.dataset} "
                 f"{source.backbone} hyper-parameters (λ, b, lr, steps), with crops of "
-                f"{PATCH14_RESOLUTIONS[0]} px and evaluation at {PATCH14_RESOLUTIONS[1]} px (multiples of its patch 14)")
+                f"{PATCH14_RESOLUTIONS[0]} px and evaluation at {PATCH14_RESOLUTIONS[1]} px (multiples of its "
+                "patch 14)")
     first = next(config for (name, _), config in OFFICIAL_CONFIGS.items() if name == dataset)
     return f"no official STEGO preset for {backbone} on {dataset}: it reuses the {first.backbone} hyper-parameters"
 

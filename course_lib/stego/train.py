@@ -7,6 +7,16 @@ training images loaded and passed through the frozen backbone at every step (bf1
 ``--cached-features`` caches them instead), five-crop as the official config says (``--no-five-crop``),
 validation features cached.
 
+Your own images: ``--dataset folder:DIR --backbone NAME [--n-clusters K] [--shifts official|calibrated]``
+(either profile) trains on every readable image of DIR without labels (:mod:`.folder`): no validation, no
+checkpoint selection (the last step), no label metrics; ``metrics.json`` holds the losses and label-free
+diagnostics, and ``python -m course_lib.segment --images DIR --run RUN`` segments with the run.
+
+DINOv2 backbones (``dinov2_vits14``, ``dinov2_vitb14``, ``*_reg``): patch 14, so crops of 224 px and evaluation
+at 322 px; a ``--resolution`` / ``--val-resolution`` that is not a multiple of the patch size is refused with
+the nearest valid sizes. There is no official DINOv2 preset: the DINO ViT-S/8 or B/8 block of the dataset is
+reused (:func:`~.configs.preset_note`, ``preset_note`` in ``config.json`` and ``metrics.json``).
+
 One command from the raw dataset to the metrics: what the run needs and is missing (the five-crop set
 under ``COURSE_DATA/cropped``, the kNN table and the feature caches under ``COURSE_CACHE``) is prepared,
 with progress bars, and reused by the next run. A dataset or weight file that is not downloaded stops the
@@ -236,7 +246,7 @@ def resolved_configuration(args: argparse.Namespace, config: StegoConfig, option
     toy = config.dataset == "toy"
     return {
         "profile": course_config.profile(args.profile), "smoke": course_config.smoke(), "out": str(out),
-        "stego": config.to_dict(),
+        "stego": config.to_dict(), "preset_note": preset_note(config.dataset, config.backbone),
         "data": {"dataset": config.dataset, "data_root": None if toy else str(course_config.data_dir()),
                  "five_crop": config.five_crop, "resolution": config.resolution,
                  "val_resolution": config.val_resolution, **options},
@@ -250,7 +260,7 @@ def resolved_configuration(args: argparse.Namespace, config: StegoConfig, option
 
 RUN_OUTPUTS = ("checkpoint.pt", "stego.pt", "result.json", "loss_curves.png", "ablations")
 """The files a run writes in its folder besides ``config.json`` and ``metrics.json`` (``--overwrite`` deletes them)."""
-RESULT_NEUTRAL = ("run.crf_workers", "run.checkpoint_every", "run.cache", "data.num_workers")
+RESULT_NEUTRAL = ("run.crf_workers", "run.checkpoint_every", "run.cache", "data.num_workers", "preset_note")
 """Configuration keys that change how a run goes, never its result: a rerun may change them."""
 
 
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "ablations": ablations, "n_classes": data.n_classes, "classes": data.classes,
         "n_train": len(data.source.table), "n_val": len(data.val), "world_size": context.world_size,
         "backbone_key": backbone_cache_key(config.backbone, backbone), "device": str(context.device),
-        "profile": resolved["profile"], "smoke": resolved["smoke"],
+        "profile": resolved["profile"], "smoke": resolved["smoke"], "preset_note": resolved["preset_note"],
         "seconds": time.perf_counter() - started, "config": config.to_dict(), "history": result["history"],
     })
     _write_outputs(out, metrics)
@@ -326,7 +336,8 @@ def folder_main(args: argparse.Namespace, folder: Path, started: float) -> dict 
             raise course_config.ConfigError(f"{flag} needs labelled validation images; --dataset {FOLDER_PREFIX}DIR "
                                             "has no labels (the run keeps its last step)")
     if args.ablations:
-        raise course_config.ConfigError(f"--ablations are measured against labels; --dataset {FOLDER_PREFIX}DIR has none")
+        raise course_config.ConfigError(f"--ablations are measured against labels; --dataset {FOLDER_PREFIX}DIR "
+                                        "has none")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise course_config.ConfigError(f"--dataset {FOLDER_PREFIX}DIR trains in one process: run it without torchrun")
     overrides = _overrides(args, "toy" if toy else "full")
