@@ -3,6 +3,7 @@
 #   make test     unit tests, then every notebook under nbval (toy profile)
 #   make lab      JupyterLab in the venv
 #   make site     the course as a website -> build/site/index.html (offline, from the committed executed notebooks)
+#   make student  student copies of the lessons (solution cells as stubs) -> build/student/ (the site links them)
 #   make setup    only create / update the venv
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.course-installed
 SITE_STAMP := $(VENV)/.site-installed
 export COURSE_PROFILE ?= toy
 
-.PHONY: setup course test unit-tests notebook-tests lab clean gpu-check site
+.PHONY: setup course test unit-tests notebook-tests lab clean gpu-check site student
 
 setup: $(STAMP)
 
@@ -29,8 +30,11 @@ $(SITE_STAMP): $(STAMP)
 	$(PY) -m pip install -c constraints.txt -e ".[site]"
 	touch $(SITE_STAMP)
 
-site: $(SITE_STAMP)
+site: $(SITE_STAMP) student
 	$(PY) site/build.py
+
+student: $(STAMP)
+	$(PY) -m course_lib.exercises.student --out build/student
 
 course: $(STAMP)
 	$(PY) -m course_lib.lessons run --out build/course
