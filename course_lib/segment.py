@@ -9,8 +9,8 @@ as lessons 03, 04 and 08 load it). Its ``config.json`` gives the backbone and th
 (``val_resolution``: 320 px for the official presets, 322 px for DINOv2, 96 px in the toy world),
 ``stego.pt`` the head and the cluster probe (the weights the run evaluated: the last step, or the best
 kept checkpoint when the run selected one), ``metrics.json`` (when the run has one) the Hungarian
-assignment of clusters to the classes of its validation set, used for the legend only (a run trained on an unlabelled folder,
-``--dataset folder:DIR``, has none: its clusters are named ``cluster k``).
+assignment of clusters to the classes of its validation set, used for the legend only (a run trained on
+an unlabelled folder, ``--dataset folder:DIR``, has none: its clusters are named ``cluster k``).
 
 Every image of ``DIR`` (not its sub-folders) whose suffix is ``.jpg``, ``.jpeg`` or ``.png`` (any case)
 goes through what STEGO's evaluation does (:mod:`course_lib.stego.evaluate`), at the image's own aspect
