@@ -298,8 +298,9 @@ RECIPES: tuple[Recipe, ...] = (
        "of ImageNet-1k)", "no spread published", "LUSSeg/PASS README"),
     Recipe("PASS", "ImageNet-S, distance matching and semi-supervised protocols", (
         "torchrun --nproc_per_node 8 -m course_lib.luss pretrain --profile full --dataset imagenet_s50",
-        "then lesson 08 (PROFILE='full'): course_lib.evaluation.protocols.distance_matching_* and "
-        "semi_supervised_fit on the pre-trained backbone and train-semi (no CLI yet)",
+        "then in Python: course_lib.evaluation.protocols.distance_matching_* (distance matching) and "
+        "semi_supervised_finetune(backbone, train-semi, K, semi_supervised_config('full', backbone)) (the whole "
+        "network, LUSSeg/ImageNetSegModel's recipe: 100 epochs, blr 5e-4, layer decay; no CLI yet, no resume)",
     ), "see the paper's protocol tables (arXiv 2106.03149); the official READMEs give no number for them",
         "not reported", "Gao et al., TPAMI 2022"),
     Recipe("SegSort", "PASCAL VOC 2012, unsupervised (kNN retrieval)", (
