@@ -35,6 +35,9 @@ as STEGO does; a method with hard ids only (the texture reference) gives one-hot
 Seeds: the seed of a cell is the training seed of the method's toy recipe and the seed of its clustering;
 the data (the toy world's train and validation images, seed 0) and the backbone (the shipped ``toy_vit``)
 are the same for every seed.
+SegSort and PASS train their own networks with their toy recipes (:func:`run_segsort`, :func:`run_pass`;
+SegSort's images are drawn with the seed, and it runs on world-1 ``scenes`` only, :func:`unavailable`) and are
+scored without the CRF (hard segment ids; PNG predictions).
 """
 from __future__ import annotations
 
@@ -77,19 +80,25 @@ HARD_LABEL_CONFIDENCE = 0.8
 BORDER_FRACTION = 1 / 12
 """Width of the image border band of the 'other' rule, as a fraction of the image side (8 px at 96 px)."""
 EVAL_BATCH = 25
-PENDING = {
-    "segsort": "not run by this command yet: SegSort's toy training (course_lib.segsort.train, ~8 min a seed on "
-               "2 CPU cores) takes neither the toy-world version nor the 'objects' kind as an argument; train it "
-               "with `python -m course_lib.segsort.train --profile toy --seed S --out RUN` and score its "
-               "label-free clustering and kNN retrieval (kNN uses training labels) here once those hooks exist",
-    "pass": "not run by this command yet: PASS's toy pipeline (course_lib.luss, ~20 min a seed) takes no "
-            "toy-world version or seed hook; run `python -m course_lib.luss --profile toy --seed S --out RUN` "
-            "and score its fine-tuned predictions and pseudo-labels here once they exist",
-}
+SEGSORT_WORLD = (1, "scenes")
+"""The toy world version and kind SegSort's toy recipe trains on: ``course_lib.segsort.train.toy_split`` draws
+``ToyWorld("scenes")`` of the default version and takes no kind or version argument."""
+SEGSORT_ELSEWHERE = ("not run: SegSort's toy recipe (course_lib.segsort.train.toy_split) draws ToyWorld('scenes') "
+                     "of the default version (1) and takes no kind or version argument; this cell needs a TrainConfig "
+                     "field for the toy world's kind and version")
 SCENES_PASS = ("PASS is a large-scale *object* segmentation method: one category per image plus 'other' "
                "(its pixel-attention separates a foreground object from background); toy scenes have no "
                "single foreground object (several stuff regions and 1-4 things of different classes per "
                "image), so the row is left empty")
+
+
+def unavailable(method: str, dataset: str, world_version: int) -> str | None:
+    """Why the cell (``method``, ``dataset``) is not run on toy world ``world_version``, or ``None``."""
+    if method == "pass" and dataset == "scenes":
+        return SCENES_PASS
+    if method == "segsort" and (world_version, dataset) != SEGSORT_WORLD:
+        return SEGSORT_ELSEWHERE
+    return None
 
 
 @dataclass
@@ -181,6 +190,46 @@ def predict_texture(val: Split, k: int, seed: int) -> Prediction:
     return Prediction(torch.from_numpy(ids).long())
 
 
+def run_segsort(seed: int, run_dir: Path, record: dict, max_steps: int | None) -> dict[str, float]:
+    """SegSort's toy recipe (:func:`course_lib.segsort.train.resolve_config`, seed ``seed``; its images are drawn
+    with that seed too) trained in ``run_dir`` (resumed), scored single-scale as its CLI does: label-free
+    clustering of the segment prototypes (``mIoU``, ``accuracy``, Hungarian) and kNN retrieval, which uses the
+    training labels (``knn_mIoU``, ``knn_accuracy``)."""
+    from .segsort.train import evaluate_embedding, evaluation_data, resolve_config, train
+
+    sizes = {name: record[name] for name in ("n_train", "n_val", "size") if record.get(name) is not None}
+    cfg = resolve_config("toy", seed=seed, max_steps=max_steps, **sizes)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = course_config.get_device()
+    net, _ = train(cfg, run_dir, device)
+    train_batches, val_batches, n_classes = evaluation_data(cfg)
+    scores = evaluate_embedding(net.eval(), cfg, train_batches, val_batches, n_classes, device)
+    return {**scores["label_free"], **{f"knn_{name}": value for name, value in scores["knn"].items()}}
+
+
+PASS_OUTPUTS = {"": "finetuned", "pseudo_": "pseudo_labels", "no_attention_": "baseline_no_attention"}
+"""Metric-name prefix → the key of PASS's evaluation (``course_lib.luss.pipeline.Pipeline.run_infer``)."""
+
+
+def run_pass(seed: int, run_dir: Path, max_steps: int | None) -> dict[str, float]:
+    """PASS's toy preset (:func:`course_lib.luss.pipeline.toy_settings`; ``smoke_settings`` under
+    ``COURSE_SMOKE``) with the seed of its three training steps = ``seed`` (what ``python -m course_lib.luss
+    --seed`` sets), every step run (resumed) in ``run_dir``; its own ImageNet-S evaluation of the fine-tuned
+    predictions, of the pseudo-labels (``pseudo_*``) and of the no-attention baseline (``no_attention_*``)."""
+    from .luss.pipeline import STEPS, Pipeline, smoke_settings, toy_settings
+
+    settings = smoke_settings(toy_settings()) if course_config.smoke() else toy_settings()
+    for step in (settings.pretrain, settings.attention, settings.finetune):
+        step.seed = seed
+    pipeline = Pipeline(settings, run_dir, max_steps=max_steps)
+    scores: dict = {}
+    for step in STEPS:
+        result = pipeline.run(step)
+        scores = result if isinstance(result, dict) else scores
+    return {f"{prefix}{name}": float(scores[key][name])
+            for prefix, key in PASS_OUTPUTS.items() for name in OBJECT_METRICS}
+
+
 def hard_unaries(ids: torch.Tensor, k: int, confidence: float = HARD_LABEL_CONFIDENCE) -> torch.Tensor:
     """N×H×W ids → N×K×H×W log-probabilities: ``confidence`` on the id, the rest shared by the other K-1."""
     rest = (1 - confidence) / (k - 1)
@@ -268,17 +317,25 @@ def cell_path(out: Path, method: str, dataset: str, seed: int) -> Path:
 
 
 def run_cell(method: str, dataset: str, seed: int, splits: Callable[[str], tuple[Split, Split]], out: Path,
-             params: CRFParams, workers: int, max_steps: int | None) -> dict:
-    """Compute (or reload) one cell: ``{"metrics", "seconds"}``, saved at :func:`cell_path`."""
+             params: CRFParams, workers: int, max_steps: int | None, record: dict | None = None) -> dict:
+    """Compute (or reload) one cell: ``{"metrics", "seconds"}``, saved at :func:`cell_path`. SegSort and PASS
+    train their own networks (``record``: the sizes SegSort uses) and are scored without the CRF."""
     path = cell_path(out, method, dataset, seed)
     if path.is_file():
         return json.loads(path.read_text())
     start = time.perf_counter()
+    run_dir = out / "runs" / f"{method}_{dataset}_seed{seed}"
+    if method in ("segsort", "pass"):
+        metrics = run_segsort(seed, run_dir, record or {}, max_steps) if method == "segsort" \
+            else run_pass(seed, run_dir, max_steps)
+        cell = {"metrics": metrics, "seconds": round(time.perf_counter() - start, 1)}
+        write_json(path, cell)
+        return cell
     train, val = splits(dataset)
     k = val.world.num_classes  # objects: the K categories and 'other'
     course_config.seed_everything(seed)
     if method == "stego":
-        prediction = predict_stego(train, val, seed, out / "runs" / f"stego_{dataset}_seed{seed}", max_steps)
+        prediction = predict_stego(train, val, seed, run_dir, max_steps)
     elif method == "kmeans":
         prediction = predict_kmeans(val, k, seed)
     else:
@@ -292,6 +349,12 @@ def run_cell(method: str, dataset: str, seed: int, splits: Callable[[str], tuple
 NOTES = {
     "stego": "cluster probe on flip-averaged codes; toy recipe (400 steps) trained on this dataset's train split",
     "kmeans": "cosine k-means on the toy ViT's validation patch features (same backbone as STEGO)",
+    "segsort": "label-free clustering of SegSort's segment prototypes (mIoU, accuracy); knn_*: kNN retrieval, "
+               "which uses the training labels; SegSort's own toy network, its images drawn with the seed; no CRF "
+               "(hard segment ids)",
+    "pass": "fine-tuned predictions ('other' from PASS's attention and τ); pseudo_*: the pseudo-labels; "
+            "no_attention_*: the no-attention baseline with PASS's own 'other' threshold; PASS's toy preset "
+            "(its toy ResNet, its 1000 validation images); no CRF",
     "texture": "k-means on a colour-blind per-pixel texture descriptor (hand-made, no learning); hard ids: "
                f"one-hot unaries of confidence {HARD_LABEL_CONFIDENCE} for the CRF",
 }
@@ -303,16 +366,12 @@ def build_rows(cells: dict[tuple[str, str, int], dict], methods: Sequence[str], 
     rows = []
     for method in methods:
         for dataset in datasets:
-            notes = NOTES.get(method, "")
-            if method == "pass" and dataset == "scenes":
-                notes = SCENES_PASS
-            elif method in PENDING:
-                notes = PENDING[method]
+            notes = unavailable(method, dataset, record["world_version"]) or NOTES.get(method, "")
             ran = [seed for seed in seeds if (method, dataset, seed) in cells]
             names = list(cells[method, dataset, ran[0]]["metrics"]) if ran else []
-            if ran and dataset == "objects":
+            if ran and dataset == "objects" and method != "pass":
                 notes += "; 'other' = the cluster most on the image borders (label-free border rule)"
-            if ran:
+            if ran and method not in ("segsort", "pass"):
                 notes += f"; CRF: {record['crf_scale']} (bilateral θα = {record['crf_bilateral_sxy']:.1f} px)"
             rows.append({"method": method, "dataset": dataset, "protocol": PROTOCOLS[dataset], "seeds": ran,
                          "metrics": {name: [cells[method, dataset, s]["metrics"][name] for s in ran]
@@ -347,8 +406,10 @@ def markdown(rows: list[dict], record: dict) -> str:
                 lines.append("| **baselines** |" + " |" * (len(columns) + 2))
             for row in chosen:
                 cells = [mean_std(row["metrics"].get(name, [])) for name in columns]
+                extra = "; ".join(f"{name} {mean_std(values)}" for name, values in row["metrics"].items()
+                                  if name not in columns)
                 lines.append(f"| {row['method']} | {len(row['seeds'])} | " + " | ".join(cells) +
-                             f" | {row['notes']} |")
+                             f" | {extra + ' — ' if extra else ''}{row['notes']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -418,10 +479,10 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
     start = time.perf_counter()
     for dataset in args.datasets:
         for method in args.methods:
-            if method in PENDING:
+            if unavailable(method, dataset, args.world_version):
                 continue
             for seed in args.seeds:
-                cell = run_cell(method, dataset, seed, splits, out, params, workers, args.max_steps)
+                cell = run_cell(method, dataset, seed, splits, out, params, workers, args.max_steps, record)
                 cells[method, dataset, seed] = cell
                 shown = ", ".join(f"{k} {v:.1f}" for k, v in cell["metrics"].items())
                 print(f"{method} / {dataset} / seed {seed}: {shown} ({cell['seconds']} s)", flush=True)

@@ -93,7 +93,10 @@ def test_command_scores_every_cell_resumes_and_refuses_another_configuration(tmp
     assert stego["seeds"] == [0] and set(stego["metrics"]) == {
         *compare.OBJECT_METRICS, *(f"{name}_crf" for name in compare.OBJECT_METRICS)}
     assert set(by_key["kmeans", "scenes"]["metrics"]) == {"mIoU", "accuracy", "mIoU_crf", "accuracy_crf"}
-    assert by_key["pass", "scenes"]["metrics"] == {} and by_key["pass", "objects"]["metrics"] == {}
+    assert by_key["pass", "scenes"]["metrics"] == {} and by_key["pass", "scenes"]["notes"] == compare.SCENES_PASS
+    assert set(by_key["pass", "objects"]["metrics"]) == {f"{prefix}{name}" for prefix in compare.PASS_OUTPUTS
+                                                         for name in compare.OBJECT_METRICS}
+    assert compare.cell_path(out, "pass", "objects", 0).is_file()
     assert all(0.0 <= value <= 100.0 for row in saved for values in row["metrics"].values() for value in values)
     assert "## objects" in (out / "comparison.md").read_text()
 
@@ -122,3 +125,29 @@ def test_print_config_resolves_the_crf_width_and_refuses_the_full_profile(tmp_pa
         compare.main(["--profile", "toy", "--n-train", "8", "--print-config", "--out", str(tmp_path / "x")])
     with pytest.raises(ConfigError, match="--profile full"):
         compare.main(["--profile", "full", "--print-config", "--out", str(tmp_path / "x")])
+
+
+def test_segsort_runs_on_world_1_scenes_with_its_knn_row_marked_and_says_why_elsewhere(tmp_path, empty_course_folders,
+                                                                                       monkeypatch, one_thread):
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    common = ["--profile", "toy", "--n-train", "16", "--n-val", "4", "--methods", "segsort", "--seeds", "0",
+              "--threads", "1"]
+    rows = compare.main([*common, "--world-version", "1", "--out", str(tmp_path / "v1")])
+    by_dataset = {row["dataset"]: row for row in rows}
+    scenes = by_dataset["scenes"]
+    assert set(scenes["metrics"]) == {"mIoU", "accuracy", "knn_mIoU", "knn_accuracy"} and scenes["seeds"] == [0]
+    assert "uses the training labels" in scenes["notes"] and "CRF:" not in scenes["notes"]
+    assert by_dataset["objects"]["metrics"] == {} and by_dataset["objects"]["notes"] == compare.SEGSORT_ELSEWHERE
+    assert "knn_mIoU" in (tmp_path / "v1" / "comparison.md").read_text()
+    rows = compare.main([*common, "--world-version", "2", "--datasets", "scenes", "--out", str(tmp_path / "v2")])
+    assert rows[0]["metrics"] == {} and rows[0]["notes"] == compare.SEGSORT_ELSEWHERE
+    assert not (tmp_path / "v2" / "runs").exists()
+
+
+def test_unavailable_names_the_cells_that_do_not_run():
+    assert compare.unavailable("pass", "scenes", 1) == compare.SCENES_PASS
+    assert compare.unavailable("pass", "objects", 2) is None
+    assert compare.unavailable("segsort", "scenes", 1) is None
+    assert compare.unavailable("segsort", "objects", 1) == compare.unavailable("segsort", "scenes", 2) \
+        == compare.SEGSORT_ELSEWHERE
+    assert compare.unavailable("stego", "objects", 2) is None
