@@ -168,3 +168,14 @@ def test_full_profile_smoke_run_on_a_folder_then_segment(env, monkeypatch, backb
     assert list((env / "cache" / "stego" / "knn").rglob(f"folder_{metrics['fingerprint']}_n8_fivecrop_*"))
     report = segment_folder(env / "photos", env / "segmented", run, crf=False)
     assert len(report.images) == len(photos) and report.legend[26] == "cluster 26"
+
+
+def test_full_profile_folder_of_fewer_five_crops_than_the_knn_table_width(env, monkeypatch):
+    # 4 images x 5 crops = 20 items < the 30 neighbours STEGO keeps (pairs.TOP_K): the folder lesson's dry run
+    # on the fake data root's 4 COCO val images; the tables keep all 20 instead of failing
+    write_random_weights(env / "cache" / "weights", dino_models=("dino_vits8",), resnets=())
+    write_photos(env / "photos", 4, corrupt=False)
+    monkeypatch.setenv("COURSE_PROFILE", "full")
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    metrics = train_main(["--dataset", f"folder:{env / 'photos'}", "--out", str(env / "run")])
+    assert (metrics["n_images"], metrics["n_train"]) == (4, 20) and metrics["selected_step"] == 2

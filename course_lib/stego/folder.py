@@ -54,7 +54,7 @@ from .correlation import unit
 from .data import NearestResize, dataset_features, official_knn_descriptors
 from .diagnostics import attracted_shares, calibrate_shifts
 from .model import StegoModel
-from .pairs import cached_knn_table, global_descriptors, knn_table
+from .pairs import TOP_K, cached_knn_table, global_descriptors, knn_table
 from .trainer import CachedPairs, OnlinePairs
 
 FOLDER_PREFIX = "folder:"
@@ -146,7 +146,7 @@ def prepare_folder_data(config: StegoConfig, backbone: nn.Module, files: list[Pa
         source: CachedPairs | OnlinePairs = OnlinePairs(dataset, backbone, table, num_workers)
         sample = Subset(dataset, range(min(DIAGNOSTIC_IMAGES, len(dataset))))
         features, _ = extract_features(backbone, sample, batch_size, context.device, desc="sample features")
-        sample_table = knn_table(global_descriptors(features))
+        sample_table = knn_table(global_descriptors(features), min(TOP_K, len(features)))
     else:
         cached = (cache or FeatureCache()).get_or_compute(key, dataset, name, "train", config.resolution,
                                                           backbone=backbone, batch_size=batch_size,
