@@ -45,13 +45,13 @@ def test_dino_loss_passes_the_solution_and_fails_stub_no_centering_and_swapped_t
 
 
 def test_centering_passes_the_solution_and_fails_stub_and_a_shared_centre(capsys):
-    logits = torch.randn(64, 8, generator=torch.Generator().manual_seed(3))
-    answer = run_solution(NOTEBOOK, 3, {"torch": torch, "logits": logits, "SEED": 0})
-    lesson01.check_centering(answer["p_a"], answer["p_b"], logits, answer["shift"])
+    generator = torch.Generator().manual_seed(3)
+    logits, shift = torch.randn(64, 8, generator=generator), torch.randn(1, 8, generator=generator) * 5
+    answer = run_solution(NOTEBOOK, 3, {"torch": torch, "logits": logits, "shift": shift})
+    lesson01.check_centering(answer["p_a"], answer["p_b"], logits, shift)
     assert "✓" in capsys.readouterr().out
     with pytest.raises(ExerciseNotDone):
-        lesson01.check_centering(..., ..., logits, answer["shift"])
-    shift = answer["shift"]
+        lesson01.check_centering(..., ..., logits, shift)
     p_a = ((logits - logits.mean(0, keepdim=True)) / 0.04).softmax(-1)
     p_b_wrong = ((logits + shift - logits.mean(0, keepdim=True)) / 0.04).softmax(-1)   # centred on the old mean
     with pytest.raises(ExerciseWrong, match="ITS OWN mean"):
