@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +147,13 @@ def test_student_tool_writes_copies_with_stubbed_solution_cells_only(tmp_path):
 def test_student_tool_names_a_missing_notebook(tmp_path):
     with pytest.raises(ConfigError, match="nope.ipynb is not an existing .ipynb file"):
         student.main(["--out", str(tmp_path), str(tmp_path / "nope.ipynb")])
+
+
+def test_student_command_reports_a_missing_notebook_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "course_lib.exercises.student", "--out", str(tmp_path),
+                             str(tmp_path / "nope.ipynb")], capture_output=True, text=True, cwd=NOTEBOOKS.parent)
+    assert result.returncode == 2
+    assert "error: notebook" in result.stderr and "Traceback" not in result.stderr
 
 
 # ---------------------------------------------------------------- every committed lesson

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cli import run_cli
 from ..config import ConfigError
 
 SOLUTION_TAG = "solution"
@@ -132,4 +133,4 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
