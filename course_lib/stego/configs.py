@@ -177,8 +177,9 @@ steps (STEGO trains thousands) such dead clusters cost whole classes. The head's
 official 5e-4) for the same reason: 400 steps instead of 5000. These choices were made on held-out toy
 training images (train split, seed 1), partly with the colour-blind texture descriptor of
 :func:`course_lib.evaluation.texture_features` (pooled to 8×8 patches) standing in for the frozen features,
-because the shipped toy ViT carries no class signal yet (lessons 01-02): there, lr 2e-3 raised k-means on
-the codes from 21 to 29 mIoU (k-means on the descriptor itself: 26)."""
+because the toy ViT of that time carried no class signal yet: there, lr 2e-3 raised k-means on the codes from
+21 to 29 mIoU (k-means on the descriptor itself: 26). The toy ViT shipped now does carry it (lesson 02: k-means on
+its patch features 23.2 mIoU against 6.4 for raw RGB)."""
 
 
 DINOV2_STAND_INS = {"dinov2_vits14": "dino_vits8", "dinov2_vits14_reg": "dino_vits8",
