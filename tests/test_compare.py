@@ -10,20 +10,22 @@ from course_lib import compare
 from course_lib.config import ConfigError
 
 
-def test_border_other_names_the_cluster_on_the_borders_other_and_keeps_the_rest_in_order():
-    ids = torch.full((2, 24, 24), 2)  # cluster 2 fills the background, borders included
+def test_border_other_names_every_cluster_on_the_borders_other_and_keeps_the_rest_in_order():
+    ids = torch.full((2, 24, 24), 2)  # clusters 2 and 3 share the background, borders included
+    ids[:, 12:] = 3
     ids[:, 6:18, 6:18] = 0
     ids[1, 8:12, 8:12] = 1
-    named = compare.border_other(ids, 3)
-    assert (named[ids == 2] == 0).all()  # the border cluster → 'other'
-    assert (named[ids == 0] == 1).all() and (named[ids == 1] == 2).all()  # the others: 1.. in their order
+    named = compare.border_other(ids, 4)
+    assert (named[ids >= 2] == 0).all()  # both background clusters → 'other'
+    assert (named[ids == 0] == 1).all() and (named[ids == 1] == 2).all()  # the others: 1, 2 in their order
 
 
 def test_border_other_goes_by_the_share_of_a_cluster_on_the_borders_not_by_its_size():
-    ids = torch.zeros(1, 48, 48, dtype=torch.long)  # cluster 0: a large centre, few border pixels in share
-    ids[0, :4] = 1  # cluster 1: a thin strip on the top border only
-    named = compare.border_other(ids, 2)
-    assert (named[ids == 1] == 0).all() and (named[ids == 0] == 1).all()
+    ids = torch.zeros(1, 48, 48, dtype=torch.long)  # cluster 0: large, but less on the borders than an even spread
+    ids[0, 20:28, :] = 1  # cluster 1: a band across the image, in the borders only at its two ends
+    ids[0, :4] = 2  # cluster 2: a thin strip on the top border
+    named = compare.border_other(ids, 3)
+    assert (named[ids == 2] == 0).all() and (named[ids == 0] == 1).all() and (named[ids == 1] == 2).all()
 
 
 def _objects_truth() -> torch.Tensor:
