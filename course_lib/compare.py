@@ -58,7 +58,7 @@ from . import config as course_config
 from .cli import (ArgumentParser, add_common_arguments, apply_common, cap_steps, guard_run, non_negative_int,
                   positive_int, prepare_out, print_config, run_cli, write_json)
 from .data.label_png import IMAGENET_S_IGNORE
-from .data.toyworld import ToyWorld
+from .data.toyworld import DEFAULT_N_IMAGES, ToyWorld
 from .evaluation.baselines import pixel_kmeans_miou, texture_features
 from .evaluation.crf import STEGO_CRF, CRFParams, dense_crf_batch
 from .evaluation.imagenet_s import ImageNetSEvaluator, image_presence, match_from_presence
@@ -398,7 +398,8 @@ def mean_std(values: Sequence[float]) -> str:
 
 def markdown(rows: list[dict], record: dict) -> str:
     """``comparison.md``: per dataset a table, methods first, then the baselines in a separate block."""
-    lines = [f"# Toy comparison (world v{record['world_version']}, {record['n_val']} validation images, "
+    n_val = record["n_val"] or DEFAULT_N_IMAGES["scenes", "val"]  # the same default for both kinds
+    lines = [f"# Toy comparison (world v{record['world_version']}, {n_val} validation images, "
              f"CRF {record['crf_scale']})", "", "Mean ± std over the seeds (percent)."]
     for dataset in record["datasets"]:
         names = [name for name in (("mIoU", "accuracy") if dataset == "scenes" else OBJECT_METRICS)]
