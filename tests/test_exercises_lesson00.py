@@ -1,34 +1,15 @@
 """Lesson 00's exercise checks: each passes the notebook's solution, fails the stub and a plausible wrong answer."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from course_lib.exercises import ExerciseNotDone, ExerciseWrong, lesson00
+from exercise_solutions import run_solution, stub as _stub
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOK = "00_welcome.ipynb"
 
 
-def run_solution(notebook: str, exercise: int, namespace: dict | None = None) -> dict:
-    """Runs the solution cell (tagged ``solution``) that follows the markdown cell "### Exercise <exercise>:" of
-    ``notebooks/<notebook>`` in a copy of ``namespace`` (the lesson variables it reads); returns that namespace."""
-    cells = json.loads((NOTEBOOKS / notebook).read_text(encoding="utf-8"))["cells"]
-    heading = f"### Exercise {exercise}:"
-    for markdown, solution in zip(cells, cells[1:]):
-        if markdown["cell_type"] == "markdown" and heading in "".join(markdown["source"]):
-            assert "solution" in solution["metadata"].get("tags", []), f"{notebook}: {heading} has no solution cell"
-            scope = dict(namespace or {})
-            exec(compile("".join(solution["source"]), f"{notebook} {heading}", "exec"), scope)
-            return scope
-    raise LookupError(f"{notebook} has no markdown cell with {heading!r}")
-
-
-def _stub(*args, **kwargs):
-    raise NotImplementedError("write your solution")
 
 
 def test_decode_passes_the_solution_and_fails_stub_and_uint8(capsys):

@@ -1,12 +1,5 @@
-"""Lesson 05's exercise checks: each passes the notebook's solution, fails the stub and a plausible wrong answer.
-
-Also holds :func:`run_solution`, which the other lessons' exercise tests import: it executes a lesson's solution
-cell (the code cell tagged ``solution`` after "### Exercise N:") in a namespace the test provides.
-"""
+"""Lesson 05's exercise checks: each passes the notebook's solution, fails the stub and a plausible wrong answer."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,27 +7,10 @@ import torch.nn.functional as F
 
 from course_lib.exercises import ExerciseNotDone, ExerciseWrong, lesson05
 from course_lib.ssl import sinkhorn
-
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def run_solution(notebook: str, exercise: int, namespace: dict | None = None) -> dict:
-    """Executes the solution cell of "### Exercise <exercise>:" in ``notebooks/<notebook>`` in a copy of
-    ``namespace`` (the notebook variables it reads) and returns that namespace."""
-    cells = json.loads((NOTEBOOKS / notebook).read_text())["cells"]
-    heading = f"### Exercise {exercise}:"
-    for index, cell in enumerate(cells[:-1]):
-        if cell["cell_type"] == "markdown" and "".join(cell["source"]).lstrip().startswith(heading):
-            solution = cells[index + 1]
-            assert "solution" in solution["metadata"].get("tags", []), f"{notebook}: {heading} has no solution cell"
-            scope = dict(namespace or {})
-            exec(compile("".join(solution["source"]), f"{notebook} {heading}", "exec"), scope)
-            return scope
-    raise LookupError(f"{notebook} has no markdown cell starting with {heading!r}")
+from exercise_solutions import run_solution, stub as _stub
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError("write your solution")
+
 
 
 # ---------------------------------------------------------------- exercise 1: Sinkhorn-Knopp

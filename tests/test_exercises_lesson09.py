@@ -6,7 +6,7 @@ import pytest
 from course_lib import full_scale
 from course_lib.exercises import ExerciseNotDone, ExerciseWrong, lesson09
 from course_lib.luss.pipeline import settings_for
-from test_exercises_lesson05 import run_solution
+from exercise_solutions import run_solution, stub as _stub
 
 NOTEBOOK = "09_full_scale.ipynb"
 
