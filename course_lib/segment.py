@@ -72,8 +72,7 @@ from torch import nn
 
 from . import cli
 from .config import ConfigError, get_device, progress
-from .data.folders import list_image_files
-from .data.image_folder import IMAGE_SUFFIXES, UNREADABLE, read_photo
+from .data.image_folder import UNREADABLE, image_files, read_photo
 from .data.transforms import resize_pair
 from .evaluation.crf import dense_crf_batch
 from .models.backbones import backbone_cache_key, load_backbone
@@ -318,12 +317,7 @@ def segment_folder(images: str | Path, out: str | Path, run: str | Path | None =
     """
     started = time.perf_counter()
     images, out = Path(images).expanduser(), Path(out).expanduser()
-    if not images.is_dir():
-        raise ConfigError(f"--images {images}: no such folder; give the folder that holds your images")
-    files = list_image_files(images, IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(f"--images {images} holds no image file ({', '.join(IMAGE_SUFFIXES)}, any case; "
-                          "sub-folders are not searched)")
+    files = image_files(images)
     if batch_size < 1 or (resolution is not None and resolution < 1):
         raise ConfigError(f"--batch-size ({batch_size}) and --resolution ({resolution}) must be positive")
     names = output_names(files)

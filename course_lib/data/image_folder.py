@@ -53,6 +53,22 @@ def read_photo(path: str | Path) -> np.ndarray:
     return np.array(image.convert("RGB"))
 
 
+def image_files(folder: str | Path, flag: str = "--images") -> list[Path]:
+    """The image files of ``folder`` (suffixes :data:`IMAGE_SUFFIXES`, any case, not recursive), sorted, unread.
+
+    Raises:
+        ConfigError: ``folder`` is not a folder or holds no image file (``flag`` names the option).
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {folder}: no such folder; give the folder that holds your images")
+    files = list_image_files(folder, IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"{flag} {folder} holds no image file ({', '.join(IMAGE_SUFFIXES)}, any case; "
+                          "sub-folders are not read)")
+    return files
+
+
 def folder_images(folder: str | Path, flag: str = "--images") -> tuple[list[Path], list[dict]]:
     """The readable image files of ``folder`` (sorted) and ``{"file", "reason"}`` for every unreadable one.
 
@@ -62,13 +78,7 @@ def folder_images(folder: str | Path, flag: str = "--images") -> tuple[list[Path
         ConfigError: ``folder`` is not a folder, holds no image file, or none that is readable (``flag`` names
             the option in the message).
     """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"{flag} {folder}: no such folder")
-    files = list_image_files(folder, IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(f"{flag} {folder} holds no image file ({', '.join(IMAGE_SUFFIXES)}, any case; "
-                          "sub-folders are not read)")
+    files = image_files(folder, flag)
     readable, skipped = [], []
     for path in files:
         try:
