@@ -126,16 +126,15 @@ class Prediction:
 def load_split(kind: str, split: str, n_images: int | None, size: int, version: int,
                flipped: bool = False) -> Split:
     """Features of the shipped toy ViT (cached in ``COURSE_CACHE/features``), images and labels of a split."""
-    from .stego.data import HorizontalFlip
+    from .stego.data import HorizontalFlip, toy_dataset_name, toy_images_uint8, toy_world
 
-    world = ToyWorld(kind, split, n_images=n_images, size=size, seed=0, version=version)
+    world = toy_world(split, n_images, size, kind=kind, version=version)
     features = toy_features(BACKBONE, kind, split, n_images=len(world), size=size, version=version)
     mirrored = None
     if flipped:
-        name = f"toy_{kind}_n{len(world)}_seed0" + ("" if version == 1 else f"_v{version}") + "_hflip"
+        name = toy_dataset_name(len(world), flipped=True, kind=kind, version=version)
         mirrored = FeatureCache().get_or_compute(BACKBONE, HorizontalFlip(world), name, split, size)
-    images = torch.stack([torch.from_numpy(world.render(i)[0]) for i in range(len(world))])
-    images = images.mul(255).round().clamp(0, 255).to(torch.uint8)
+    images = toy_images_uint8(split, len(world), size, kind=kind, version=version)
     return Split(world, features, mirrored, images, features.labels.long())
 
 

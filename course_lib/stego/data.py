@@ -65,14 +65,17 @@ class HorizontalFlip(Dataset):
         return {"image": sample["image"].flip(-1), "label": sample["label"].flip(-1)}
 
 
-def toy_world(split: str, n_images: int | None = None, size: int = 96, seed: int = 0) -> ToyWorld:
-    """The toy world's ``scenes`` split (STEGO's CocoStuff-like setting)."""
-    return ToyWorld("scenes", split, n_images=n_images, size=size, seed=seed)
+def toy_world(split: str, n_images: int | None = None, size: int = 96, seed: int = 0, *, kind: str = "scenes",
+              version: int = 1) -> ToyWorld:
+    """A toy-world split: ``scenes`` by default (STEGO's CocoStuff-like setting), of world ``version``."""
+    return ToyWorld(kind, split, n_images=n_images, size=size, seed=seed, version=version)
 
 
-def toy_dataset_name(n_images: int, seed: int = 0, five_crop: bool = False, flipped: bool = False) -> str:
-    """The name a toy-world split is cached under (features and kNN table)."""
-    return f"toy_scenes_n{n_images}_seed{seed}" + ("_fivecrop" if five_crop else "") + ("_hflip" if flipped else "")
+def toy_dataset_name(n_images: int, seed: int = 0, five_crop: bool = False, flipped: bool = False, *,
+                     kind: str = "scenes", version: int = 1) -> str:
+    """The name a toy-world split is cached under (features and kNN table); the world version from v2 on."""
+    return (f"toy_{kind}_n{n_images}_seed{seed}" + ("" if version == 1 else f"_v{version}")
+            + ("_fivecrop" if five_crop else "") + ("_hflip" if flipped else ""))
 
 
 def toy_split_features(backbone: nn.Module, backbone_name: str, split: str, n_images: int | None = None,
@@ -93,9 +96,10 @@ def toy_split_features(backbone: nn.Module, backbone_name: str, split: str, n_im
                                                     backbone=backbone, batch_size=batch_size, device=device)
 
 
-def toy_images_uint8(split: str, n_images: int | None = None, size: int = 96, seed: int = 0) -> torch.Tensor:
+def toy_images_uint8(split: str, n_images: int | None = None, size: int = 96, seed: int = 0, *,
+                     kind: str = "scenes", version: int = 1) -> torch.Tensor:
     """N×H×W×3 uint8 images of a toy-world split (what the CRF looks at)."""
-    world = toy_world(split, n_images, size, seed)
+    world = toy_world(split, n_images, size, seed, kind=kind, version=version)
     return torch.stack([torch.from_numpy(world.render(i)[0]) for i in range(len(world))]).mul(255).round().to(torch.uint8)
 
 
