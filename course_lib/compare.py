@@ -36,9 +36,12 @@ as STEGO does; a method with hard ids only (the texture reference) gives one-hot
 Seeds: the seed of a cell is the training seed of the method's toy recipe and the seed of its clustering;
 the data (the toy world's train and validation images, seed 0) and the backbone (the shipped ``toy_vit``)
 are the same for every seed.
-SegSort and PASS train their own networks with their toy recipes (:func:`run_segsort`, :func:`run_pass`;
-SegSort's images are drawn with the seed, and it runs on world-1 ``scenes`` only, :func:`unavailable`) and are
-scored without the CRF (hard segment ids; PNG predictions).
+SegSort and PASS train their own networks with their toy recipes (:func:`predict_segsort`, :func:`run_pass`).
+SegSort trains on its own draw of the same toy world (images drawn with the seed, as its CLI does) and is
+scored like the others on the comparison's splits (its segment ids as hard unaries for the CRF, like the
+texture reference), plus its kNN retrieval, which uses the training labels (``knn_*``, no CRF). PASS runs
+only on ``objects`` (:func:`unavailable`) and is scored by its own ImageNet-S evaluation of its preset's
+validation images, without the CRF (PNG predictions).
 """
 from __future__ import annotations
 
@@ -81,24 +84,16 @@ HARD_LABEL_CONFIDENCE = 0.8
 BORDER_FRACTION = 1 / 12
 """Width of the image border band of the 'other' rule, as a fraction of the image side (8 px at 96 px)."""
 EVAL_BATCH = 25
-SEGSORT_WORLD = (1, "scenes")
-"""The toy world version and kind SegSort's toy recipe trains on: ``course_lib.segsort.train.toy_split`` draws
-``ToyWorld("scenes")`` of the default version and takes no kind or version argument."""
-SEGSORT_ELSEWHERE = ("not run: SegSort's toy recipe (course_lib.segsort.train.toy_split) draws ToyWorld('scenes') "
-                     "of the default version (1) and takes no kind or version argument; this cell needs a TrainConfig "
-                     "field for the toy world's kind and version")
 SCENES_PASS = ("PASS is a large-scale *object* segmentation method: one category per image plus 'other' "
                "(its pixel-attention separates a foreground object from background); toy scenes have no "
                "single foreground object (several stuff regions and 1-4 things of different classes per "
                "image), so the row is left empty")
 
 
-def unavailable(method: str, dataset: str, world_version: int) -> str | None:
-    """Why the cell (``method``, ``dataset``) is not run on toy world ``world_version``, or ``None``."""
+def unavailable(method: str, dataset: str) -> str | None:
+    """Why the cell (``method``, ``dataset``) is not run, or ``None``."""
     if method == "pass" and dataset == "scenes":
         return SCENES_PASS
-    if method == "segsort" and (world_version, dataset) != SEGSORT_WORLD:
-        return SEGSORT_ELSEWHERE
     return None
 
 
@@ -190,21 +185,35 @@ def predict_texture(val: Split, k: int, seed: int) -> Prediction:
     return Prediction(torch.from_numpy(ids).long())
 
 
-def run_segsort(seed: int, run_dir: Path, record: dict, max_steps: int | None) -> dict[str, float]:
-    """SegSort's toy recipe (:func:`course_lib.segsort.train.resolve_config`, seed ``seed``; its images are drawn
-    with that seed too) trained in ``run_dir`` (resumed), scored single-scale as its CLI does: label-free
-    clustering of the segment prototypes (``mIoU``, ``accuracy``, Hungarian) and kNN retrieval, which uses the
-    training labels (``knn_mIoU``, ``knn_accuracy``)."""
-    from .segsort.train import evaluate_embedding, evaluation_data, resolve_config, train
+def predict_segsort(train_split: Split, val: Split, seed: int, run_dir: Path, record: dict,
+                    max_steps: int | None) -> tuple[Prediction, torch.Tensor]:
+    """SegSort's toy recipe (:func:`course_lib.segsort.train.resolve_config`, seed ``seed``) trained in
+    ``run_dir`` (resumed) on the validation split's toy world (kind and version) drawn with the seed, as its CLI
+    draws it; then, single-scale as its CLI scores, on the comparison's own splits: the label-free cluster ids
+    of the validation images (spherical k-means of the training split's segment prototypes, K = the dataset's
+    classes) and the kNN-retrieval class ids, which use the training split's labels."""
+    from .segsort.network import embed
+    from .segsort.train import resolve_config, segment_predictions, toy_split, train
 
+    world = val.world
     sizes = {name: record[name] for name in ("n_train", "n_val", "size") if record.get(name) is not None}
-    cfg = resolve_config("toy", seed=seed, max_steps=max_steps, **sizes)
+    cfg = resolve_config("toy", seed=seed, max_steps=max_steps, world_kind=world.kind, world_version=world.version,
+                         **sizes)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = course_config.get_device()
-    net, _ = train(cfg, run_dir, device)
-    train_batches, val_batches, n_classes = evaluation_data(cfg)
-    scores = evaluate_embedding(net.eval(), cfg, train_batches, val_batches, n_classes, device)
-    return {**scores["label_free"], **{f"knn_{name}": value for name, value in scores["knn"].items()}}
+    net = train(cfg, run_dir, device)[0].eval()
+
+    def embedded(split: Split) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        w = split.world
+        images, labels = toy_split(w.split, len(w), w.size, w.seed, w.kind, w.version)
+        return [(embed(net, images[s:s + 200], cfg.eval_batch_size, device), labels[s:s + 200])
+                for s in range(0, len(images), 200)]
+
+    knn, clusters = [], []
+    for knn_ids, cluster_ids, _ in segment_predictions(embedded(train_split), embedded(val), world.num_classes, cfg):
+        knn.append(knn_ids)
+        clusters.append(cluster_ids)
+    return Prediction(torch.cat(clusters)), torch.cat(knn)
 
 
 PASS_OUTPUTS = {"": "finetuned", "pseudo_": "pseudo_labels", "no_attention_": "baseline_no_attention"}
@@ -277,9 +286,10 @@ def border_other(ids: torch.Tensor, k: int, fraction: float = BORDER_FRACTION) -
     return relabel[ids]
 
 
-def score_scenes(ids: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, float]:
-    """STEGO's protocol: one Hungarian assignment over the set → ``mIoU``, ``accuracy`` (percent)."""
-    metrics = UnsupervisedMetrics(k)
+def score_scenes(ids: torch.Tensor, labels: torch.Tensor, k: int, hungarian: bool = True) -> dict[str, float]:
+    """STEGO's protocol: one Hungarian assignment over the set → ``mIoU``, ``accuracy`` (percent);
+    ``hungarian=False``: ``ids`` are class ids already (identity)."""
+    metrics = UnsupervisedMetrics(k, hungarian=hungarian)
     metrics.update(ids, labels)
     values = metrics.compute()
     return {"mIoU": float(values["mIoU"]), "accuracy": float(values["accuracy"])}
@@ -288,17 +298,31 @@ def score_scenes(ids: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, f
 OBJECT_METRICS = ("mIoU", "b_mIoU", "img_acc", "f_measure")
 
 
-def score_objects(ids: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, float]:
-    """ImageNet-S's protocol on ``k`` = K + 1 clusters: :func:`border_other`, presence matching, the evaluator."""
-    named = border_other(ids, k).numpy()
+def imagenet_s_scores(ids: np.ndarray, labels: torch.Tensor, k: int, match: dict | None) -> dict[str, float]:
+    """The ImageNet-S evaluator's :data:`OBJECT_METRICS` of N×H×W ids (0 = 'other') through ``match``
+    (``None``: the ids are category ids already); ``k`` = K + 1."""
     truth = np.where(labels.numpy() < 0, IMAGENET_S_IGNORE, labels.numpy())  # the toy world's ignore (-1) → 1000
-    presence = [image_presence(p, g, k - 1) for p, g in zip(named, truth)]
-    match = match_from_presence(np.stack([p for p, _ in presence]), np.stack([g for _, g in presence]))
     evaluator = ImageNetSEvaluator(k - 1, match)
-    for index, (p, g) in enumerate(zip(named, truth)):
+    for index, (p, g) in enumerate(zip(ids, truth)):
         evaluator.update(p, g, name=f"val image {index}")
     values = evaluator.compute()
     return {key: float(values[key]) for key in OBJECT_METRICS}
+
+
+def score_objects(ids: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, float]:
+    """ImageNet-S's protocol on ``k`` = K + 1 clusters: :func:`border_other`, presence matching, the evaluator."""
+    named = border_other(ids, k).numpy()
+    truth = np.where(labels.numpy() < 0, IMAGENET_S_IGNORE, labels.numpy())
+    presence = [image_presence(p, g, k - 1) for p, g in zip(named, truth)]
+    match = match_from_presence(np.stack([p for p, _ in presence]), np.stack([g for _, g in presence]))
+    return imagenet_s_scores(named, labels, k, match)
+
+
+def score_classes(ids: torch.Tensor, labels: torch.Tensor, dataset: str, k: int) -> dict[str, float]:
+    """A prediction of class ids (SegSort's kNN retrieval, which uses labels) scored with no matching."""
+    if dataset == "scenes":
+        return score_scenes(ids, labels, k, hungarian=False)
+    return imagenet_s_scores(ids.numpy(), labels, k, None)
 
 
 SCORERS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], dict[str, float]]] = {
@@ -324,28 +348,31 @@ def cell_path(out: Path, method: str, dataset: str, seed: int) -> Path:
 def run_cell(method: str, dataset: str, seed: int, splits: Callable[[str], tuple[Split, Split]], out: Path,
              params: CRFParams, workers: int, max_steps: int | None, record: dict | None = None) -> dict:
     """Compute (or reload) one cell: ``{"metrics", "seconds"}``, saved at :func:`cell_path`. SegSort and PASS
-    train their own networks (``record``: the sizes SegSort uses) and are scored without the CRF."""
+    train their own networks (``record``: the sizes SegSort uses); PASS is scored by its own evaluation,
+    without the CRF."""
     path = cell_path(out, method, dataset, seed)
     if path.is_file():
         return json.loads(path.read_text())
     start = time.perf_counter()
     run_dir = out / "runs" / f"{method}_{dataset}_seed{seed}"
-    if method in ("segsort", "pass"):
-        metrics = run_segsort(seed, run_dir, record or {}, max_steps) if method == "segsort" \
-            else run_pass(seed, run_dir, max_steps)
-        cell = {"metrics": metrics, "seconds": round(time.perf_counter() - start, 1)}
+    if method == "pass":
+        cell = {"metrics": run_pass(seed, run_dir, max_steps), "seconds": round(time.perf_counter() - start, 1)}
         write_json(path, cell)
         return cell
     train, val = splits(dataset)
     k = val.world.num_classes  # objects: the K categories and 'other'
     course_config.seed_everything(seed)
+    extra = {}
     if method == "stego":
         prediction = predict_stego(train, val, seed, run_dir, max_steps)
+    elif method == "segsort":
+        prediction, knn_ids = predict_segsort(train, val, seed, run_dir, record or {}, max_steps)
+        extra = {f"knn_{name}": value for name, value in score_classes(knn_ids, val.labels, dataset, k).items()}
     elif method == "kmeans":
         prediction = predict_kmeans(val, k, seed)
     else:
         prediction = predict_texture(val, k, seed)
-    cell = {"metrics": score_cell(prediction, val, dataset, k, params, workers),
+    cell = {"metrics": {**score_cell(prediction, val, dataset, k, params, workers), **extra},
             "seconds": round(time.perf_counter() - start, 1)}
     write_json(path, cell)
     return cell
@@ -354,9 +381,9 @@ def run_cell(method: str, dataset: str, seed: int, splits: Callable[[str], tuple
 NOTES = {
     "stego": "cluster probe on flip-averaged codes; toy recipe (400 steps) trained on this dataset's train split",
     "kmeans": "cosine k-means on the toy ViT's validation patch features (same backbone as STEGO)",
-    "segsort": "label-free clustering of SegSort's segment prototypes (mIoU, accuracy); knn_*: kNN retrieval, "
-               "which uses the training labels; SegSort's own toy network, its images drawn with the seed; no CRF "
-               "(hard segment ids)",
+    "segsort": "label-free: spherical k-means of SegSort's segment prototypes (hard ids: one-hot unaries of "
+               f"confidence {HARD_LABEL_CONFIDENCE} for the CRF); knn_*: kNN segment retrieval, which uses the "
+               "training labels (no CRF); SegSort's own toy network trained on this world drawn with the seed",
     "pass": "fine-tuned predictions ('other' from PASS's attention and τ); pseudo_*: the pseudo-labels; "
             "no_attention_*: the no-attention baseline with PASS's own 'other' threshold; PASS's toy preset "
             "(its toy ResNet, its 1000 validation images); no CRF",
@@ -371,12 +398,12 @@ def build_rows(cells: dict[tuple[str, str, int], dict], methods: Sequence[str], 
     rows = []
     for method in methods:
         for dataset in datasets:
-            notes = unavailable(method, dataset, record["world_version"]) or NOTES.get(method, "")
+            notes = unavailable(method, dataset) or NOTES.get(method, "")
             ran = [seed for seed in seeds if (method, dataset, seed) in cells]
             names = list(cells[method, dataset, ran[0]]["metrics"]) if ran else []
             if ran and dataset == "objects" and method != "pass":
                 notes += "; 'other' = the clusters as much on the image borders as an even spread or more (border rule)"
-            if ran and method not in ("segsort", "pass"):
+            if ran and method != "pass":
                 notes += f"; CRF: {record['crf_scale']} (bilateral θα = {record['crf_bilateral_sxy']:.1f} px)"
             rows.append({"method": method, "dataset": dataset, "protocol": PROTOCOLS[dataset], "seeds": ran,
                          "metrics": {name: [cells[method, dataset, s]["metrics"][name] for s in ran]
@@ -487,7 +514,7 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
     start = time.perf_counter()
     for dataset in args.datasets:
         for method in args.methods:
-            if unavailable(method, dataset, args.world_version):
+            if unavailable(method, dataset):
                 continue
             for seed in args.seeds:
                 cell = run_cell(method, dataset, seed, splits, out, params, workers, args.max_steps, record)

@@ -129,27 +129,36 @@ def test_print_config_resolves_the_crf_width_and_refuses_the_full_profile(tmp_pa
         compare.main(["--profile", "full", "--print-config", "--out", str(tmp_path / "x")])
 
 
-def test_segsort_runs_on_world_1_scenes_with_its_knn_row_marked_and_says_why_elsewhere(tmp_path, empty_course_folders,
-                                                                                       monkeypatch, one_thread):
+def test_segsort_runs_on_both_datasets_of_world_2_with_crf_and_its_knn_rows_marked(tmp_path, empty_course_folders,
+                                                                                     monkeypatch, one_thread):
     monkeypatch.setenv("COURSE_SMOKE", "1")
-    common = ["--profile", "toy", "--n-train", "16", "--n-val", "4", "--methods", "segsort", "--seeds", "0",
-              "--threads", "1"]
-    rows = compare.main([*common, "--world-version", "1", "--out", str(tmp_path / "v1")])
+    rows = compare.main(["--profile", "toy", "--n-train", "16", "--n-val", "4", "--methods", "segsort", "--seeds", "0",
+                         "--threads", "1", "--world-version", "2", "--out", str(tmp_path / "v2")])
     by_dataset = {row["dataset"]: row for row in rows}
-    scenes = by_dataset["scenes"]
-    assert set(scenes["metrics"]) == {"mIoU", "accuracy", "knn_mIoU", "knn_accuracy"} and scenes["seeds"] == [0]
-    assert "uses the training labels" in scenes["notes"] and "CRF:" not in scenes["notes"]
-    assert by_dataset["objects"]["metrics"] == {} and by_dataset["objects"]["notes"] == compare.SEGSORT_ELSEWHERE
-    assert "knn_mIoU" in (tmp_path / "v1" / "comparison.md").read_text()
-    rows = compare.main([*common, "--world-version", "2", "--datasets", "scenes", "--out", str(tmp_path / "v2")])
-    assert rows[0]["metrics"] == {} and rows[0]["notes"] == compare.SEGSORT_ELSEWHERE
-    assert not (tmp_path / "v2" / "runs").exists()
+    assert set(by_dataset["scenes"]["metrics"]) == {"mIoU", "accuracy", "mIoU_crf", "accuracy_crf", "knn_mIoU",
+                                                    "knn_accuracy"}
+    objects = by_dataset["objects"]["metrics"]
+    assert {"mIoU", "f_measure_crf", "knn_mIoU", "knn_f_measure"} <= set(objects)
+    for row in rows:
+        assert row["seeds"] == [0] and "uses the training labels" in row["notes"] and "CRF:" in row["notes"]
+        assert all(0 <= values[0] <= 100 for values in row["metrics"].values())
+    assert "border rule" in by_dataset["objects"]["notes"] and "border rule" not in by_dataset["scenes"]["notes"]
+    assert "knn_mIoU" in (tmp_path / "v2" / "comparison.md").read_text()
+    state = torch.load(tmp_path / "v2" / "runs" / "segsort_objects_seed0" / "checkpoint.pt", weights_only=True)
+    assert (state["config"]["world_kind"], state["config"]["world_version"]) == ("objects", 2)
+
+
+def test_score_classes_takes_knn_class_ids_as_they_are():
+    labels = _objects_truth()
+    assert compare.score_classes(labels.clamp(min=0), labels, "objects", 4)["mIoU"] == pytest.approx(100)
+    truth = labels.clamp(min=0)
+    swapped = torch.where(truth == 1, 2, torch.where(truth == 2, 1, truth))  # matching would undo it; identity not
+    assert compare.score_classes(swapped, labels, "objects", 4)["mIoU"] == pytest.approx(50)  # 'other' and 3 right
+    assert compare.score_classes(swapped, labels, "scenes", 4)["mIoU"] < compare.score_scenes(swapped, labels, 4)["mIoU"]
 
 
 def test_unavailable_names_the_cells_that_do_not_run():
-    assert compare.unavailable("pass", "scenes", 1) == compare.SCENES_PASS
-    assert compare.unavailable("pass", "objects", 2) is None
-    assert compare.unavailable("segsort", "scenes", 1) is None
-    assert compare.unavailable("segsort", "objects", 1) == compare.unavailable("segsort", "scenes", 2) \
-        == compare.SEGSORT_ELSEWHERE
-    assert compare.unavailable("stego", "objects", 2) is None
+    assert compare.unavailable("pass", "scenes") == compare.SCENES_PASS
+    assert compare.unavailable("pass", "objects") is None
+    assert compare.unavailable("segsort", "scenes") is None and compare.unavailable("segsort", "objects") is None
+    assert compare.unavailable("stego", "objects") is None

@@ -10,10 +10,11 @@ import torch
 import torchvision
 
 from course_lib.cli import run_cli
+from course_lib.config import ConfigError
 from course_lib.data.hub import weights_path
 from course_lib.models.resnet import build_resnet, load_imagenet_weights
 from course_lib.segsort import PrototypeMemory, build_embedding_net, grid_segments, load_embedding_net
-from course_lib.segsort.train import batch_loss, main, parse_args, resolve_config
+from course_lib.segsort.train import batch_loss, main, parse_args, resolve_config, train
 from fake_datasets import make_voc
 
 TINY = ["--n-train", "16", "--n-val", "4", "--size", "64", "--batch-size", "8", "--eval-batch-size", "8",
@@ -67,6 +68,24 @@ def test_full_profile_defaults_and_bad_arguments():
     assert parse_args(["--profile", "full", "--out", "x", "--weights", "none"])[0].weights is None
     with pytest.raises(SystemExit):
         parse_args(["--out", "x", "--prior", "watershed"])
+    cfg, _ = parse_args(["--out", "x", "--world-kind", "objects", "--world-version", "2"])
+    assert (cfg.world_kind, cfg.world_version) == ("objects", 2)
+    for bad in (["--world-kind", "streets"], ["--world-version", "3"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--out", "x", *bad])
+
+
+def test_a_checkpoint_from_before_the_world_fields_resumes_as_world_1_scenes(tmp_path):
+    tiny = dict(n_train=16, n_val=4, size=64, batch_size=8, epochs=1)
+    train(resolve_config("toy", **tiny), tmp_path, torch.device("cpu"))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    for name in ("world_kind", "world_version"):
+        del state["config"][name]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    _, losses = train(resolve_config("toy", **{**tiny, "epochs": 2}), tmp_path, torch.device("cpu"))
+    assert len(losses) == 2 and losses[0] == state["losses"][0]  # resumed, not started again
+    with pytest.raises(ConfigError, match="another configuration"):
+        train(resolve_config("toy", **{**tiny, "epochs": 3, "world_version": 2}), tmp_path, torch.device("cpu"))
 
 
 def test_voc_route_on_a_fake_dataset(tmp_path):

@@ -62,7 +62,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ from .. import config as course_config
 from ..data import ToyWorld, VOC2012, normalize
 from ..deviations import Deviation
 from ..data.transforms import IMAGENET_MEAN, random_scale_flip_pad_crop
-from ..data.toyworld import MAX_SIZE as TOY_MAX_SIZE, MIN_SIZE as TOY_MIN_SIZE
+from ..data.toyworld import MAX_SIZE as TOY_MAX_SIZE, MIN_SIZE as TOY_MIN_SIZE, VERSIONS as WORLD_VERSIONS
 from ..distributed import init_distributed
 from ..evaluation import UnsupervisedMetrics
 from ..models.resnet import IMAGENET_WEIGHTS, imagenet_weights_file
@@ -102,6 +102,8 @@ class TrainConfig:
 
     profile: str = "toy"
     dataset: str = "toy"
+    world_kind: str = "scenes"
+    world_version: int = 1
     arch: str = "toy"
     weights: str | None = None
     embedding_dim: int = 32
@@ -176,7 +178,8 @@ COMMON_FLAGS = ("profile", "dataset", "data_root", "seed", "max_steps")
 
 FLAG_TYPES = {
     "embedding_dim": cli.positive_int, "concentration": cli.positive_float, "grid": cli.positive_int,
-    "kmeans_iterations": cli.positive_int, "n_banks": cli.positive_int, "k_nearest": cli.positive_int,
+    "world_version": cli.positive_int, "kmeans_iterations": cli.positive_int, "n_banks": cli.positive_int,
+    "k_nearest": cli.positive_int,
     "grayscale": cli.probability, "epochs": cli.positive_int, "steps": cli.positive_int,
     "stage2_steps": cli.non_negative_int, "stage2_lr": cli.positive_float, "batch_size": cli.positive_int,
     "lr": cli.positive_float, "head_lr_multiplier": cli.positive_float, "momentum": cli.float_range(0, 1, high_open=True),
@@ -185,7 +188,8 @@ FLAG_TYPES = {
     "eval_window": cli.positive_int, "eval_stride": cli.positive_int,
 }
 """The argparse type (range check) of every numeric field's flag; the other fields are strings checked by name."""
-STRING_CHOICES = {"dataset": ("toy", "voc2012"), "eval_resolution": ("embedding", "label"),
+STRING_CHOICES = {"dataset": ("toy", "voc2012"), "world_kind": ("scenes", "objects"),
+                  "eval_resolution": ("embedding", "label"),
                   "prior": (*PRIORS, "hed"), "optimizer": ("adam", "sgd"), "memory": ("batch", "official"),
                   "inference": ("single", "multiscale")}
 """The values a string field allows."""
@@ -195,6 +199,8 @@ RUN_OUTPUTS = ("checkpoint.pt", "segsort.pt")
 
 FLAG_HELP = {
     "dataset": "toy (ToyWorld scenes) or voc2012 (PASCAL VOC 2012 train_aug / val)",
+    "world_kind": "toy world kind: scenes, or objects (one object on an 'other' background, class 0)",
+    "world_version": "toy world version: 1 (the shipped run's) or 2 (themed scenes)",
     "arch": "embedding network: toy, resnet50 or resnet101",
     "weights": "IMAGENET1K_V1 (torchvision's ImageNet ResNet, read from COURSE_CACHE/weights) or none (random)",
     "embedding_dim": "D, the embedding dimension",
@@ -236,9 +242,10 @@ FLAG_HELP = {
 
 
 # ----------------------------------------------------------------------------- data
-def toy_split(split: str, n_images: int | None, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (N×3×H×W float) and labels (N×H×W int64) of a toy ``scenes`` split."""
-    world = ToyWorld("scenes", split, n_images=n_images, size=size, seed=seed)
+def toy_split(split: str, n_images: int | None, size: int, seed: int, kind: str = "scenes",
+              version: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (N×3×H×W float) and labels (N×H×W int64) of a toy split (``ToyWorld(kind, ..., version)``)."""
+    world = ToyWorld(kind, split, n_images=n_images, size=size, seed=seed, version=version)
     indices = course_config.progress(range(len(world)), desc=f"toy {split}", leave=False)
     images, labels = zip(*(world.render(i) for i in indices))
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(labels))
@@ -317,7 +324,7 @@ def training_set(cfg: TrainConfig, split: str | None = None) -> Dataset:
     """The training dataset of ``cfg`` (images, labels, prior segments); ``split``: the VOC split of the stage
     (default ``train_aug``)."""
     if cfg.dataset == "toy":
-        images, labels = toy_split("train", cfg.n_train, cfg.size, cfg.seed)
+        images, labels = toy_split("train", cfg.n_train, cfg.size, cfg.seed, cfg.world_kind, cfg.world_version)
         segments = superpixels(images, cfg.prior) if not cfg.supervised else torch.zeros_like(labels)
         return TensorSegSortDataset(images, labels, segments, cfg.grayscale)
     base = VOC2012(cfg.data_root, split or "train_aug")
@@ -477,7 +484,8 @@ def _checkpoint_state(net, optimizer, memory, cfg, stage, epoch, losses) -> dict
 
 
 def _fixed_fields(config: dict) -> dict:
-    return {key: value for key, value in config.items() if key not in RESUMABLE_CHANGES}
+    """The fields a resumed run must keep; a field missing from an older checkpoint takes its default."""
+    return {key: value for key, value in {**asdict(TrainConfig()), **config}.items() if key not in RESUMABLE_CHANGES}
 
 
 def train(cfg: TrainConfig, out: Path, device: torch.device, rank: int = 0,
@@ -563,8 +571,9 @@ def evaluation_data(cfg: TrainConfig) -> tuple[Iterable, Iterable, int]:
     ``n_train`` / ``n_val`` images in chunks; VOC: :func:`bank_split` / ``val`` at full size, one image a batch."""
     if cfg.dataset == "toy":
         chunk = lambda images, labels: list(zip(images.split(200), labels.split(200)))
-        return (chunk(*toy_split("train", cfg.n_train, cfg.size, cfg.seed)),
-                chunk(*toy_split("val", cfg.n_val, cfg.size, cfg.seed)), ToyWorld("scenes").num_classes)
+        world = (cfg.world_kind, cfg.world_version)
+        return (chunk(*toy_split("train", cfg.n_train, cfg.size, cfg.seed, *world)),
+                chunk(*toy_split("val", cfg.n_val, cfg.size, cfg.seed, *world)), ToyWorld(cfg.world_kind).num_classes)
 
     def loader(split: str, limit: int | None) -> DataLoader:
         dataset = VOC2012(cfg.data_root, split)
@@ -582,11 +591,14 @@ def _cluster_size(cfg: TrainConfig, embeddings: torch.Tensor, labels: torch.Tens
 
 
 @torch.no_grad()
-def evaluate_embeddings(train_batches: Iterable, val_batches: Iterable, n_classes: int, cfg: TrainConfig) -> dict:
-    """kNN-retrieval (identity mapping) and label-free (Hungarian) mIoU / accuracy in percent.
+def segment_predictions(train_batches: Iterable, val_batches: Iterable, n_classes: int,
+                        cfg: TrainConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Single-scale SegSort predictions: for each validation batch (``cfg.eval_batch_size`` images), the
+    kNN-retrieval class ids, the label-free cluster ids (spherical k-means on the training prototypes, K =
+    ``n_classes``) and the labels, all n×H×W at the labels' resolution.
 
     ``train_batches`` / ``val_batches``: iterables of (embeddings N×D×h×w, labels N×H×W), each read once: the
-    training ones build the retrieval bank and the label-free k-means, the validation ones are scored."""
+    training ones build the retrieval bank and the label-free k-means (lazily, on the first ``next``)."""
     retrieval = SegmentRetrieval(n_classes, cfg.k_nearest, cfg.grid, cfg.kmeans_iterations, cfg.eval_batch_size)
     label_free = LabelFreeSegments(n_classes, cfg.grid, cfg.kmeans_iterations, cfg.eval_batch_size, cfg.seed)
     train_prototypes = []
@@ -595,15 +607,23 @@ def evaluate_embeddings(train_batches: Iterable, val_batches: Iterable, n_classe
         retrieval.add(embeddings, resize_ids(labels, size))
         train_prototypes.append(label_free.prototypes(embeddings, size))
     label_free.fit_prototypes(torch.cat(train_prototypes))
-    knn, clusters = UnsupervisedMetrics(n_classes, hungarian=False), UnsupervisedMetrics(n_classes)
     for embeddings, labels in course_config.progress(val_batches, desc="validation", leave=False):
         at_labels = lambda ids: resize_ids(ids, labels.shape[-2:])
         for start in range(0, len(embeddings), cfg.eval_batch_size):
             window = slice(start, start + cfg.eval_batch_size)
             batch = segment_images(embeddings[window], _cluster_size(cfg, embeddings, labels), cfg.grid,
                                    cfg.kmeans_iterations)
-            knn.update(at_labels(retrieval.classify(batch.prototypes)[batch.ids]), labels[window])
-            clusters.update(at_labels(label_free.assign(batch.prototypes)[batch.ids]), labels[window])
+            yield (at_labels(retrieval.classify(batch.prototypes)[batch.ids]),
+                   at_labels(label_free.assign(batch.prototypes)[batch.ids]), labels[window])
+
+
+def evaluate_embeddings(train_batches: Iterable, val_batches: Iterable, n_classes: int, cfg: TrainConfig) -> dict:
+    """kNN-retrieval (identity mapping) and label-free (Hungarian) mIoU / accuracy in percent of
+    :func:`segment_predictions`."""
+    knn, clusters = UnsupervisedMetrics(n_classes, hungarian=False), UnsupervisedMetrics(n_classes)
+    for knn_ids, cluster_ids, labels in segment_predictions(train_batches, val_batches, n_classes, cfg):
+        knn.update(knn_ids, labels)
+        clusters.update(cluster_ids, labels)
     return {protocol: {key: metrics.compute()[key] for key in ("mIoU", "accuracy")}
             for protocol, metrics in (("knn", knn), ("label_free", clusters))}
 
@@ -701,6 +721,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     if "data_root" in given:
         given["data_root"] = str(given["data_root"])
     cfg = resolve_config(args.profile, **given)
+    if cfg.world_version not in WORLD_VERSIONS:
+        parser.error(f"--world-version must be one of {', '.join(map(str, WORLD_VERSIONS))}, got {cfg.world_version}")
     if cfg.dataset == "toy" and not TOY_MIN_SIZE <= cfg.size <= TOY_MAX_SIZE:
         parser.error(f"--size must be {TOY_MIN_SIZE}..{TOY_MAX_SIZE} for the toy world's images, got {cfg.size}")
     for name, allowed in STRING_CHOICES.items():
