@@ -4,6 +4,7 @@
 
     python -m course_lib.compare --profile toy --seeds 0 1 2 --out DIR [--world-version 1|2]
         [--methods stego kmeans texture segsort pass] [--datasets scenes objects] [--crf-scale stego|scaled]
+        [--ablations]
 
 Every (method, dataset, seed) *cell* yields per-pixel cluster ids (and, where the method has them, class
 scores), is scored with the CRF off and on, and is saved as ``DIR/cells/<method>_<dataset>_seed<S>.json``
@@ -32,6 +33,13 @@ CRF: each metric ``m`` is reported without the CRF and as ``m_crf`` after it
 with class scores (STEGO's cluster probe, k-means on features: ``log_softmax(α·cos)``) gives them to the CRF
 as STEGO does; a method with hard ids only (the texture reference) gives one-hot unaries of confidence
 :data:`HARD_LABEL_CONFIDENCE`.
+
+Ablations (``--ablations``, issue 16 item 5): STEGO's Table 3 ingredients on ``scenes``, one retrained variant
+per ingredient and seed (:data:`STEGO_ABLATIONS`: no 0-clamp, no spatial centering, no kNN term, five-crop at
+the textures' native scale), each keeping the full method's shifts b; the CRF's effect is every row's ``m`` vs
+``m_crf``. PASS's rows (fine-tuned, pseudo-labels, no attention) are read from its cells. Written as
+``DIR/ablations.json`` (rows ``{"method", "variant", "dataset", "seeds", "metrics", "notes"}``) and
+``DIR/ablations.md``.
 
 Seeds: the seed of a cell is the training seed of the method's toy recipe and the seed of its clustering;
 the data (the toy world's train and validation images, seed 0) and the backbone (the shipped ``toy_vit``)
@@ -69,6 +77,7 @@ from .evaluation.metrics import UnsupervisedMetrics
 from .evaluation.probes import upsampled_cosines
 from .models.feature_correspondences import kmeans_segmentation
 from .models.features import FeatureCache, FeatureSet, toy_features
+from .stego.ablations import RETRAINED
 
 METHODS = ("stego", "segsort", "pass")
 """The three methods of the course (rows of the first block)."""
@@ -136,11 +145,18 @@ def load_split(kind: str, split: str, n_images: int | None, size: int, version: 
 # ----------------------------------------------------------------------------- methods
 
 
-def predict_stego(train: Split, val: Split, seed: int, run_dir: Path, max_steps: int | None) -> Prediction:
-    """STEGO's toy recipe (:data:`~course_lib.stego.configs.TOY_CONFIG`, seed ``seed``) trained on ``train``;
-    the cluster probe's log-probabilities on ``val`` (codes averaged with the mirrored images', as the
-    official evaluation). The run is resumable in ``run_dir`` (:func:`~course_lib.stego.experiment.run_experiment`)."""
+def predict_stego(train_features: FeatureSet, val: Split, seed: int, run_dir: Path, max_steps: int | None,
+                  changes: dict | None = None, shift_features: FeatureSet | None = None) -> Prediction:
+    """STEGO's toy recipe (:data:`~course_lib.stego.configs.TOY_CONFIG`, seed ``seed``) trained on
+    ``train_features``; the cluster probe's log-probabilities on ``val`` (codes averaged with the mirrored
+    images', as the official evaluation). The run is resumable in ``run_dir``
+    (:func:`~course_lib.stego.experiment.run_experiment`).
+
+    ``changes`` (an ablation): :class:`~course_lib.stego.configs.StegoConfig` fields changed after the shifts b
+    were calibrated on ``shift_features`` (default ``train_features``) with the full recipe, so that each
+    ablation changes one ingredient and keeps the full method's b, as :func:`course_lib.stego.ablations.run_ablations`."""
     from .stego.configs import stego_config
+    from .stego.diagnostics import calibrate_shifts
     from .stego.evaluate import cluster_log_probs, flip_averaged_codes
     from .stego.experiment import StegoData, run_experiment
     from .stego.model import StegoModel
@@ -149,8 +165,15 @@ def predict_stego(train: Split, val: Split, seed: int, run_dir: Path, max_steps:
 
     base = stego_config("toy")
     config = replace(base, seed=seed, crf=False, steps=cap_steps(base.steps, max_steps))
-    table = knn_table(global_descriptors(train.features.features), k=min(TOP_K, len(train.labels)))
-    data = StegoData(CachedPairs(train.features.features, train.features.labels, table), val.features,
+    descriptors = lambda features: global_descriptors(features.features)
+    table = knn_table(descriptors(train_features), k=min(TOP_K, len(train_features)))
+    if changes:
+        calibration = shift_features or train_features
+        calibration_table = table if shift_features is None else \
+            knn_table(descriptors(calibration), k=min(TOP_K, len(calibration)))
+        config = replace(calibrate_shifts(config, calibration.features, calibration_table), attracted_shares=None,
+                         **changes)
+    data = StegoData(CachedPairs(train_features.features, train_features.labels, table), val.features,
                      val.flipped, val.world, list(val.world.classes))
     run_experiment(config, data, run_dir, desc=f"STEGO seed {seed}")
     model = StegoModel.load(run_dir / "stego.pt")
@@ -364,7 +387,7 @@ def run_cell(method: str, dataset: str, seed: int, splits: Callable[[str], tuple
     course_config.seed_everything(seed)
     extra = {}
     if method == "stego":
-        prediction = predict_stego(train, val, seed, run_dir, max_steps)
+        prediction = predict_stego(train.features, val, seed, run_dir, max_steps)
     elif method == "segsort":
         prediction, knn_ids = predict_segsort(train, val, seed, run_dir, record or {}, max_steps)
         extra = {f"knn_{name}": value for name, value in score_classes(knn_ids, val.labels, dataset, k).items()}
@@ -446,6 +469,92 @@ def markdown(rows: list[dict], record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- ablations (issue 16, item 5)
+
+FIVE_CROP = "five-crop (native scale)"
+STEGO_ABLATIONS: dict[str, dict] = {**RETRAINED, FIVE_CROP: {"five_crop": True}}
+"""STEGO's ablations (its Table 3 ingredients): the :data:`course_lib.stego.ablations.RETRAINED` changes, and
+five-crop: training on the five crops (half the side) of the training images rendered at twice the size, each
+crop a view at the textures' native scale (:func:`native_five_crop_features`). The CRF's effect is in every row
+(``m`` and ``m_crf``)."""
+ABLATION_DATASETS = ("scenes",)
+"""STEGO's ablation table is on CocoStuff; the toy analogue is ``scenes``."""
+PASS_VARIANTS = {"PASS": "", "no fine-tuning (pseudo-labels)": "pseudo_", "no attention (PASS's 'other' threshold)":
+                 "no_attention_"}
+"""PASS's ablations read from its cells: the fine-tuned predictions, the pseudo-labels they are trained on, and
+the clustering without pixel attention (:data:`PASS_OUTPUTS`)."""
+
+
+def native_five_crop_features(kind: str, n_images: int | None, size: int, version: int) -> FeatureSet:
+    """Features of STEGO's five-crop of the training split rendered at ``2·size`` px: 5·N crops of ``size`` px,
+    each at the textures' native scale (the toy world keeps a texture's pixel scale at every image size), so that
+    five-crop shows more detail at the training resolution as STEGO intends, rather than magnified textures."""
+    from .stego.data import FiveCrops, toy_dataset_name, toy_world
+
+    world = toy_world("train", n_images, 2 * size, kind=kind, version=version)
+    name = toy_dataset_name(len(world), five_crop=True, kind=kind, version=version) + f"_from{2 * size}"
+    return FeatureCache().get_or_compute(BACKBONE, FiveCrops(world, size=size), name, "train", size)
+
+
+def ablation_cell(variant: str, dataset: str, seed: int, splits: Callable[[str], tuple[Split, Split]], out: Path,
+                  params: CRFParams, workers: int, max_steps: int | None, record: dict) -> dict:
+    """Compute (or reload) one STEGO ablation cell (``DIR/cells/stego~<variant>_<dataset>_seed<S>.json``):
+    :func:`predict_stego` with the :data:`STEGO_ABLATIONS` change, scored as the ``stego`` cells."""
+    slug = variant.split(" (")[0].replace(" ", "_").replace("-", "")
+    path = cell_path(out, f"stego~{slug}", dataset, seed)
+    if path.is_file():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    train, val = splits(dataset)
+    features = train.features
+    if variant == FIVE_CROP:
+        features = native_five_crop_features(dataset, record["n_train"], record["size"], record["world_version"])
+    course_config.seed_everything(seed)
+    prediction = predict_stego(features, val, seed, out / "runs" / f"stego~{slug}_{dataset}_seed{seed}", max_steps,
+                               changes=STEGO_ABLATIONS[variant], shift_features=train.features)
+    cell = {"metrics": score_cell(prediction, val, dataset, val.world.num_classes, params, workers),
+            "seconds": round(time.perf_counter() - start, 1)}
+    write_json(path, cell)
+    return cell
+
+
+def ablation_rows(cells: dict[tuple[str, str, int], dict], ablations: dict[tuple[str, str, int], dict],
+                  seeds: Sequence[int]) -> list[dict]:
+    """The rows of ``ablations.json``: ``{"method", "variant", "dataset", "seeds", "metrics", "notes"}``; STEGO's
+    full method from the ``stego`` cells, its variants from ``ablations``; PASS's from the ``pass`` cells."""
+    rows = []
+    for dataset in ABLATION_DATASETS:
+        sources = {"STEGO": {s: cells.get(("stego", dataset, s)) for s in seeds}}
+        sources.update({variant: {s: ablations.get((variant, dataset, s)) for s in seeds} for variant in STEGO_ABLATIONS})
+        for variant, by_seed in sources.items():
+            ran = [s for s in seeds if by_seed[s] is not None]
+            if ran:
+                rows.append({"method": "stego", "variant": variant, "dataset": dataset, "seeds": ran,
+                             "metrics": {name: [by_seed[s]["metrics"][name] for s in ran]
+                                         for name in by_seed[ran[0]]["metrics"]},
+                             "notes": "STEGO's shifts b of the full method (calibrated once); one change per row"})
+    ran = [s for s in seeds if ("pass", "objects", s) in cells]
+    for variant, prefix in PASS_VARIANTS.items() if ran else ():
+        rows.append({"method": "pass", "variant": variant, "dataset": "objects", "seeds": ran,
+                     "metrics": {name: [cells["pass", "objects", s]["metrics"][prefix + name] for s in ran]
+                                 for name in OBJECT_METRICS},
+                     "notes": "from the same PASS runs (toy preset), ImageNet-S evaluation, no CRF"})
+    return rows
+
+
+def ablation_markdown(rows: list[dict]) -> str:
+    """``ablations.md``: mean ± std per variant (percent)."""
+    lines = ["# Toy ablations", "", "Mean ± std over the seeds (percent)."]
+    for method, names in (("stego", ("mIoU", "mIoU_crf", "accuracy", "accuracy_crf")), ("pass", OBJECT_METRICS)):
+        chosen = [row for row in rows if row["method"] == method]
+        if chosen:
+            lines += ["", f"## {method} ({chosen[0]['dataset']})", "", "| variant | seeds | " + " | ".join(names) + " |",
+                      "|---" * (len(names) + 2) + "|"]
+            lines += [f"| {row['variant']} | {len(row['seeds'])} | " +
+                      " | ".join(mean_std(row["metrics"].get(name, [])) for name in names) + " |" for row in chosen]
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -466,6 +575,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training images (default the toy world's 1000)")
     parser.add_argument("--n-val", type=positive_int, default=None, help="validation images (default 200)")
     parser.add_argument("--size", type=positive_int, default=96, help="image side in pixels (default 96)")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also STEGO's ablations on scenes (one retrained variant per ingredient and seed) and "
+                             "PASS's (read from its cells): DIR/ablations.json and DIR/ablations.md")
     return parser.parse_args(argv)
 
 
@@ -486,7 +598,8 @@ def resolved(args: argparse.Namespace) -> dict:
     return {"profile": profile, "world_version": args.world_version, "crf_scale": args.crf_scale,
             "crf_bilateral_sxy": params.bilateral_sxy, "n_train": args.n_train, "n_val": args.n_val,
             "size": args.size, "backbone": BACKBONE, "max_steps": args.max_steps, "smoke": course_config.smoke(),
-            "seeds": list(args.seeds), "methods": list(args.methods), "datasets": list(args.datasets)}
+            "seeds": list(args.seeds), "methods": list(args.methods), "datasets": list(args.datasets),
+            "ablations": args.ablations}
 
 
 def main(argv: list[str] | None = None) -> list[dict] | None:
@@ -497,8 +610,9 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
         print_config(record)
         return None
     out = prepare_out(args.out)
-    guard_run(out, record, overwrite=args.overwrite, outputs=("cells", "runs", "comparison.json", "comparison.md"),
-              ignore=("seeds", "methods", "datasets"))
+    guard_run(out, record, overwrite=args.overwrite, outputs=("cells", "runs", "comparison.json", "comparison.md",
+                                                             "ablations.json", "ablations.md"),
+              ignore=("seeds", "methods", "datasets", "ablations"))
     write_json(out / "config.json", record)
     params = STEGO_CRF if args.crf_scale == "stego" else STEGO_CRF.scaled_to(args.size)
     workers = args.threads or 1
@@ -524,6 +638,19 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
     rows = build_rows(cells, args.methods, args.datasets, args.seeds, record)
     write_json(out / "comparison.json", rows)
     (out / "comparison.md").write_text(markdown(rows, record))
+    if args.ablations:
+        ablations = {}
+        for dataset in (d for d in ABLATION_DATASETS if d in args.datasets):
+            for variant in STEGO_ABLATIONS:
+                for seed in args.seeds:
+                    cell = ablation_cell(variant, dataset, seed, splits, out, params, workers, args.max_steps, record)
+                    ablations[variant, dataset, seed] = cell
+                    print(f"stego ablation {variant} / {dataset} / seed {seed}: mIoU {cell['metrics']['mIoU']:.1f}, "
+                          f"with CRF {cell['metrics']['mIoU_crf']:.1f} ({cell['seconds']} s)", flush=True)
+        table = ablation_rows(cells, ablations, args.seeds)
+        write_json(out / "ablations.json", table)
+        (out / "ablations.md").write_text(ablation_markdown(table))
+        print(f"wrote {out / 'ablations.json'} and {out / 'ablations.md'}")
     print(f"wrote {out / 'comparison.json'} and {out / 'comparison.md'} ({time.perf_counter() - start:.0f} s)")
     return rows
 

@@ -162,3 +162,35 @@ def test_unavailable_names_the_cells_that_do_not_run():
     assert compare.unavailable("pass", "objects") is None
     assert compare.unavailable("segsort", "scenes") is None and compare.unavailable("segsort", "objects") is None
     assert compare.unavailable("stego", "objects") is None
+
+
+def test_ablations_retrain_one_ingredient_each_with_the_full_methods_shifts(tmp_path, empty_course_folders,
+                                                                            monkeypatch, one_thread):
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    out = tmp_path / "abl"
+    compare.main(["--profile", "toy", "--n-train", "16", "--n-val", "4", "--size", "64", "--methods", "stego",
+                  "--datasets", "scenes", "--seeds", "0", "--threads", "1", "--ablations", "--out", str(out)])
+    rows = json.loads((out / "ablations.json").read_text())
+    assert [row["variant"] for row in rows] == ["STEGO", *compare.STEGO_ABLATIONS]
+    assert all(set(row["metrics"]) == {"mIoU", "accuracy", "mIoU_crf", "accuracy_crf"} for row in rows)
+    full = json.loads((out / "runs" / "stego_scenes_seed0" / "result.json").read_text())["config"]
+    for variant, change in compare.STEGO_ABLATIONS.items():
+        slug = variant.split(" (")[0].replace(" ", "_").replace("-", "")
+        config = json.loads((out / "runs" / f"stego~{slug}_scenes_seed0" / "result.json").read_text())["config"]
+        assert {key: config[key] for key in change} == change  # the one ingredient changed...
+        assert [config[b] for b in ("b_self", "b_knn", "b_rand")] == [full[b] for b in ("b_self", "b_knn", "b_rand")]
+        different = {key for key in full if full[key] != config[key]} - set(change) - {"attracted_shares"}
+        assert not different, different  # ...and nothing else
+    assert "no kNN term" in (out / "ablations.md").read_text()
+
+
+def test_native_five_crop_cuts_half_side_crops_of_a_double_size_render_without_resizing(empty_course_folders):
+    from course_lib.data.toyworld import ToyWorld
+    from course_lib.stego.data import FiveCrops
+
+    big, small = ToyWorld("scenes", "train", n_images=1, size=128), ToyWorld("scenes", "train", n_images=1, size=64)
+    crops = FiveCrops(big, size=64)
+    assert len(crops) == 5 and crops[0]["image"].shape == small[0]["image"].shape
+    assert torch.equal(crops[0]["image"], big[0]["image"][:, :64, :64])  # top-left crop, pixels untouched
+    assert torch.equal(crops[3]["label"], big[0]["label"][64:, 64:])
+    assert FiveCrops(small)[0]["image"].shape == small[0]["image"].shape  # default: back to the image size

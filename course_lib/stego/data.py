@@ -32,11 +32,12 @@ FULL_DATASETS = {"cocostuff27": CocoStuff27, "cityscapes27": Cityscapes27}
 
 class FiveCrops(Dataset):
     """STEGO's five-crop of a dataset of same-size images: item 5·i + c is crop c (top-left, top-right,
-    bottom-left, bottom-right, centre; ``ratio`` of each side) of image i, resized back to the image size
-    (bilinear image, nearest label) — STEGO resizes its crops to the training resolution too."""
+    bottom-left, bottom-right, centre; ``ratio`` of each side) of image i, resized to ``size`` × ``size``
+    (default: back to the image size; bilinear image, nearest label) — STEGO resizes its crops to the training
+    resolution too. Crops of a 192-px toy image with ``size=96`` keep the textures' native scale."""
 
-    def __init__(self, dataset: Dataset, ratio: float = 0.5):
-        self.dataset, self.ratio = dataset, ratio
+    def __init__(self, dataset: Dataset, ratio: float = 0.5, size: int | None = None):
+        self.dataset, self.ratio, self.size = dataset, ratio, size
         self._last: tuple[int, dict] | None = None  # the five crops of an image are usually read in a row
 
     def __len__(self) -> int:
@@ -47,7 +48,9 @@ class FiveCrops(Dataset):
             self._last = (index // 5, self.dataset[index // 5])
         sample = self._last[1]
         image, label = five_crop(sample["image"], sample["label"], self.ratio)[index % 5]
-        image, label = resize_pair(image, label, tuple(sample["image"].shape[1:]))
+        size = (self.size, self.size) if self.size is not None else tuple(sample["image"].shape[1:])
+        if tuple(image.shape[1:]) != size:
+            image, label = resize_pair(image, label, size)
         return {"image": image, "label": label}
 
 
