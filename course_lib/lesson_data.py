@@ -678,3 +678,216 @@ def full_runs_table():
         rows[name] = {"paper mIoU": PAPER_MIOU[name], "run mIoU": value,
                       "run": "found" if path.is_file() else f"missing: {command}"}
     return pd.DataFrame(rows).T
+
+
+# ---------------------------------------------------------------------------------------------- lesson 10
+from typing import TYPE_CHECKING  # noqa: E402 (lesson 10's section keeps its imports to itself)
+
+if TYPE_CHECKING:  # the lesson's result types, imported by the methods that make them
+    from .evaluation import UnsupervisedMetrics
+    from .segment import SegmentReport
+
+OWN_IMAGES = {"toy": 60, "full": 200}
+"""Lesson 10's photos: toy-world scenes written to a folder (toy), the first CocoStuff-27 val2017 images of the
+curated list (full); under ``COURSE_SMOKE`` at most 16 (toy: the toy CLI's smoke ``--n-train``) and 4 (full)."""
+OWN_STEPS = {"toy": 200, "full": 300}
+"""Lesson 10's training steps: half the toy preset's 400 (the 60 photos give fewer pairs to learn from than the
+1000 training scenes, and the lesson must fit in 3 minutes), a few hundred for the full profile's short run (the
+CLI's preset trains 5000); 2 under ``COURSE_SMOKE``."""
+OWN_TOY_SIZES = ((96, (96, 96)), (128, (128, 128)), (80, (112, 80)), (112, (112, 140)))
+"""Toy photos: (the toy world's render size, the file's W×H), in turn: square 96 and 128 px, and two renders
+stretched to landscape and portrait shapes (things scale with the render size, as in photos at other zooms)."""
+BROKEN_PHOTO = "broken_download.jpg"
+"""The lesson folder's file that is not an image (a download that failed: text where JPEG bytes should be)."""
+
+
+@dataclass
+class Photos:
+    """The lesson's folder of "your" photos and the labels hidden from every step but the reveal.
+
+    ``hidden`` maps a file name to its H×W int8 labels at the file's own size (-1 ignore: in the full profile
+    CocoStuff-27's unlabelled pixels; in the toy one the transparent frame of the RGBA photo), ``classes`` their
+    names; the folder itself holds only the images (and the broken file)."""
+
+    folder: Path
+    hidden: dict[str, np.ndarray]
+    classes: list[str]
+
+    @property
+    def files(self) -> list[str]:
+        """The image files' names, sorted as :func:`course_lib.segment.segment_folder` reads them."""
+        return sorted(self.hidden)
+
+
+def _toy_photo(index: int):
+    """Toy photo ``index``: its file name, the PIL image to write and its H×W int64 labels (module constants say
+    its size). JPEG for even indices, PNG for odd ones; photo 5 is greyscale (``L``), photo 7 RGBA with a
+    transparent 8-px frame (labelled -1 there: the colour under it is gone)."""
+    from PIL import Image
+
+    from .data import ToyWorld
+
+    render, size = OWN_TOY_SIZES[index % len(OWN_TOY_SIZES)]
+    image, label = ToyWorld("scenes", "train", n_images=OWN_IMAGES["toy"], size=render, seed=10).render(index)
+    photo = Image.fromarray((image * 255).round().astype(np.uint8)).resize(size, Image.BILINEAR)
+    label = np.array(Image.fromarray(label.astype(np.int32)).resize(size, Image.NEAREST), dtype=np.int64)
+    if index == 5:
+        photo = photo.convert("L")
+    if index == 7:
+        alpha = np.zeros(label.shape, np.uint8)
+        alpha[8:-8, 8:-8] = 255
+        photo.putalpha(Image.fromarray(alpha))
+        label[alpha == 0] = -1
+    return f"photo_{index:02d}.{'png' if index % 2 else 'jpg'}", photo, label
+
+
+@dataclass(frozen=True)
+class OwnImagesLesson:
+    """Lesson 10: train STEGO on a folder of unlabelled photos, segment it, judge it without labels.
+
+    ``backbone``: ``toy_vit`` (toy) or ``dino_vits8`` / ``dinov2_vits14`` ... (full); ``n_images`` photos,
+    ``steps`` training steps of the lesson's runs, ``work`` the lesson's cache folder
+    (:func:`work_dir`: ``COURSE_CACHE/lesson10`` toy, ``lesson10_full`` full)."""
+
+    profile: str
+    backbone: str
+    n_images: int
+    steps: int
+    work: Path
+
+    @property
+    def full(self) -> bool:
+        return self.profile == "full"
+
+    @property
+    def data_name(self) -> str:
+        """The banner's data: the toy world's scenes, or CocoStuff-27's val2017 images, as a folder."""
+        if not self.full:
+            return f"toy world (scenes, train) as a folder of {self.n_images} unlabelled photos"
+        return f"CocoStuff-27 (val2017 images) as a folder of {self.n_images} unlabelled photos"
+
+    def banner(self) -> str:
+        """Print (and return) the lesson banner."""
+        return config.banner(self.data_name, self.backbone, "cpu" if not self.full else config.get_device())
+
+    def photos(self) -> Photos:
+        """The folder ``work/photos`` (written once: a second call reuses it, so the runs trained on it stay
+        valid) and the hidden labels. Toy: :data:`OWN_IMAGES` toy-world scenes (:func:`_toy_photo`); full:
+        the first val2017 images of CocoStuff-27's curated list, copied. Both get :data:`BROKEN_PHOTO`.
+
+        Full profile: DatasetNotFoundError (the ``get_cocostuff.py`` command) when CocoStuff is missing,
+        WeightsNotFoundError (the ``get_weights.py`` command) when the backbone's weights are."""
+        import shutil
+
+        from .data import CocoStuff27, ToyWorld
+        from .models.backbones import load_backbone
+
+        folder, partial = self.work / "photos", self.work / "photos.partial"
+        if self.full:
+            coco = CocoStuff27(split="val")  # a missing download stops here
+            load_backbone(self.backbone)  # and missing weights here, before any work
+            sources = [Path(coco.image_paths[i]) for i in range(min(self.n_images, len(coco)))]
+            hidden = {path.name: coco.read_label(label).astype(np.int8)
+                      for path, label in zip(sources, coco.label_paths)}
+            classes = list(coco.classes)
+        else:
+            toy = [_toy_photo(i) for i in range(self.n_images)]
+            hidden = {name: label.astype(np.int8) for name, _, label in toy}
+            classes = list(ToyWorld("scenes").classes)
+        if not folder.is_dir():  # written once, then reused: the runs' caches are keyed by the files
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            if self.full:
+                for path in sources:
+                    shutil.copyfile(path, partial / path.name)
+            else:
+                for name, photo, _ in toy:
+                    photo.save(partial / name)
+            (partial / BROKEN_PHOTO).write_text("<html>404 Not Found</html>\n")
+            partial.rename(folder)
+        return Photos(folder, hidden, classes)
+
+    def run_dir(self) -> Path:
+        """Where :meth:`command`'s run goes: ``COURSE_CACHE/runs/stego_folder_photos_<backbone>`` (full, the CLI's
+        default ``--out`` for a folder named ``photos``), or the lesson's own seed-0 run ``work/run_seed0`` (toy)."""
+        if not self.full:
+            return self.work / "run_seed0"
+        return config.default_run_dir("stego", "folder_photos", self.backbone)
+
+    def command(self, photos: Photos) -> str:
+        """The CLI command of the full run on the folder (toy: the command of the lesson's own run)."""
+        steps = "" if self.full else f" --steps {self.steps} --out {config.display_path(self.run_dir())}"
+        return (f"python -m course_lib.stego.train --profile {self.profile} --dataset "
+                f"folder:{config.display_path(photos.folder)} --backbone {self.backbone}{steps}")
+
+    def train(self, photos: Photos, seed: int = 0, n_clusters: int | None = None) -> tuple[dict, Path]:
+        """A STEGO run on the folder, through the CLI (``course_lib.stego.train.main``): its ``metrics.json``
+        and folder. Run exists → load: a finished run of the same command is reloaded, never retrained.
+
+        Full profile, ``seed`` 0 and the default K: the CLI's full run (:meth:`run_dir`) when it exists; else
+        (and for any other seed or K, in both profiles) a run of :attr:`steps` steps in ``work/run_seed<seed>``
+        (``_k<K>`` appended for another K)."""
+        import os
+
+        from .stego.train import main
+
+        if self.full and seed == 0 and n_clusters is None:
+            if (self.run_dir() / "stego.pt").is_file() and (self.run_dir() / "metrics.json").is_file():
+                print(f"loading the full run in {config.display_path(self.run_dir())}")
+                return json.loads((self.run_dir() / "metrics.json").read_text()), self.run_dir()
+            print(f"no full run in {config.display_path(self.run_dir())}: a short run of {self.steps} steps instead "
+                  f"(minutes on a GPU). The full run:\n    {self.command(photos)}")
+        out = self.work / (f"run_seed{seed}" + (f"_k{n_clusters}" if n_clusters else ""))
+        flags = ["--n-clusters", str(n_clusters)] if n_clusters else []
+        metrics = main(["--profile", self.profile, "--dataset", f"folder:{os.path.relpath(photos.folder)}",
+                        "--backbone", self.backbone, "--out", os.path.relpath(out), "--steps", str(self.steps),
+                        "--seed", str(seed), *flags])
+        return metrics, out
+
+    def segment(self, run: Path, name: str, crf: bool = True) -> SegmentReport:
+        """:func:`course_lib.segment.segment_folder` of the photos with ``run`` into ``work/segmented_<name>``
+        (paths relative to the working directory, so that messages name no absolute path); returns its
+        :class:`~course_lib.segment.SegmentReport`."""
+        import os
+
+        from .segment import segment_folder
+
+        return segment_folder(os.path.relpath(self.work / "photos"),
+                              os.path.relpath(self.work / f"segmented_{name}"), run, crf=crf,
+                              device="cpu" if not self.full else None)
+
+    def reveal(self, report: SegmentReport, photos: Photos) -> UnsupervisedMetrics:
+        """The Hungarian-matched score of the segmentation ``report`` against the hidden labels:
+        :class:`~course_lib.evaluation.UnsupervisedMetrics` over all its images' pixels (K − C extra clusters
+        when the run has K > C clusters), returned after ``compute()`` (``.stats``: the K×C confusion matrix).
+        An image whose label map differs in size from the segmentation (a COCO photo that EXIF rotates) is
+        left out and named."""
+        from .evaluation import UnsupervisedMetrics
+        from .segment import read_labels
+
+        predictions = read_labels(report)
+        n_classes = len(photos.classes)
+        metrics = UnsupervisedMetrics(n_classes, extra_clusters=max(0, report.n_clusters - n_classes))
+        rotated = [name for name, ids in predictions.items() if ids.shape != photos.hidden[name].shape]
+        for name, ids in predictions.items():
+            if name not in rotated:
+                metrics.update(torch.from_numpy(ids.astype(np.int64)),
+                               torch.from_numpy(photos.hidden[name].astype(np.int64)))
+        if rotated:
+            print(f"left out of the reveal (label map not the image's size, EXIF rotation): {', '.join(rotated)}")
+        metrics.compute()
+        return metrics
+
+
+def own_images_lesson(backbone: str | None = None, profile: str | None = None) -> OwnImagesLesson:
+    """Lesson 10 in ``profile`` (default ``COURSE_PROFILE``): toy: 60 toy photos, the toy ViT, 200 steps;
+    full: 200 CocoStuff-27 val2017 photos, ``backbone`` (default ``dino_vits8``; e.g. ``dinov2_vits14``), 300
+    steps; under ``COURSE_SMOKE`` a handful of photos and 2 steps."""
+    profile = config.profile(profile)
+    if profile == "toy" and backbone not in (None, "toy_vit"):
+        raise config.ConfigError(f"BACKBONE {backbone!r} needs PROFILE = 'full' (real weights); the toy profile "
+                                 "uses toy_vit")
+    smoke_images = {"toy": 16, "full": SMOKE_IMAGES}[profile]
+    return OwnImagesLesson(profile, backbone or {"toy": "toy_vit", "full": STEGO_BACKBONE}[profile],
+                           min(OWN_IMAGES[profile], smoke_images) if config.smoke() else OWN_IMAGES[profile],
+                           config.smoke_steps(OWN_STEPS[profile]), work_dir("lesson10"))

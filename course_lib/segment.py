@@ -373,6 +373,58 @@ def segment_folder(images: str | Path, out: str | Path, run: str | Path | None =
     return report
 
 
+def read_labels(report: SegmentReport) -> dict[str, np.ndarray]:
+    """The label PNGs :func:`segment_folder` wrote: image file name → H×W uint8 cluster ids (0..K−1) at the
+    image's own size, in the report's order."""
+    labels = {}
+    for entry in report.images:
+        with Image.open(Path(report.out) / entry["label"]) as ids:
+            labels[entry["file"]] = np.array(ids)
+    return labels
+
+
+def folder_cluster_shares(report: SegmentReport) -> np.ndarray:
+    """K shares (summing to 1) of all the folder's pixels in each cluster: the per-image ``cluster_shares``
+    weighted by the images' H·W (a large image counts for more pixels)."""
+    pixels = np.array([entry["height"] * entry["width"] for entry in report.images], dtype=np.float64)
+    shares = np.array([entry["cluster_shares"] for entry in report.images], dtype=np.float64)
+    return pixels @ shares / pixels.sum()
+
+
+def cluster_exemplars(report: SegmentReport, per_cluster: int = 3) -> list[list[str]]:
+    """Per cluster k, the image files (at most ``per_cluster``) in which k covers the largest share of the
+    pixels, largest first; an image where k is absent never counts (an empty cluster gets no exemplar)."""
+    shares = np.array([entry["cluster_shares"] for entry in report.images])  # N×K
+    files = [entry["file"] for entry in report.images]
+    order = np.argsort(-shares, axis=0, kind="stable")[:per_cluster]  # per_cluster×K
+    return [[files[i] for i in order[:, k] if shares[i, k] > 0] for k in range(report.n_clusters)]
+
+
+def run_agreement(reference: SegmentReport, other: SegmentReport) -> float:
+    """How much two segmentations of the same folder agree, label-free (e.g. two training seeds): the share
+    (%) of pixels with the same cluster once ``other``'s clusters are matched one-to-one to ``reference``'s
+    (Hungarian on their pixel co-occurrence over the whole folder, :class:`UnsupervisedMetrics` with
+    ``reference`` in the place of the labels). 100: the same partition up to the clusters' names.
+
+    Raises:
+        ConfigError: the two have different numbers of clusters, images or image sizes.
+    """
+    from .evaluation import UnsupervisedMetrics
+
+    first, second = read_labels(reference), read_labels(other)
+    if reference.n_clusters != other.n_clusters or first.keys() != second.keys():
+        raise ConfigError(f"{reference.out} and {other.out} are not segmentations of the same images with the same "
+                          f"K ({len(first)} images, K = {reference.n_clusters} vs {len(second)}, K = "
+                          f"{other.n_clusters})")
+    sizes = [name for name in first if first[name].shape != second[name].shape]
+    if sizes:
+        raise ConfigError(f"{other.out}: {', '.join(sizes[:5])} differ in size from {reference.out}'s")
+    metrics = UnsupervisedMetrics(reference.n_clusters)
+    metrics.update(torch.from_numpy(np.concatenate([second[name].ravel() for name in first]).astype(np.int64)),
+                   torch.from_numpy(np.concatenate([first[name].ravel() for name in first]).astype(np.int64)))
+    return float(metrics.compute()["accuracy"])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog="python -m course_lib.segment",
                                 description="Segment every image of a folder with a trained STEGO run.")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -162,6 +163,17 @@ def calibrated(config: StegoConfig, data: FolderData) -> StegoConfig:
     return calibrate_shifts(config, data.sample_features, data.sample_table, n_images=DIAGNOSTIC_IMAGES)
 
 
+def cluster_size_entropy(shares: torch.Tensor | Sequence[float]) -> float:
+    """The entropy of the K cluster shares p_k (summing to 1) over log K: H = −Σ_k p_k log p_k / log K, with
+    0 · log 0 = 0 for an empty cluster. 1: clusters of equal size; 0: one cluster takes every pixel (also the
+    value for K = 1). Normalised by log K, the number of clusters asked for, not by the log of the non-empty
+    ones: empty clusters lower it."""
+    shares = torch.as_tensor(shares, dtype=torch.float64)
+    k = len(shares)
+    present = shares[shares > 0]
+    return float(-(present * present.log()).sum() / math.log(k)) if k > 1 else 0.0
+
+
 @torch.no_grad()
 def folder_diagnostics(model: StegoModel, features: torch.Tensor, table: torch.Tensor, n_points: int = 2000,
                        seed: int = 0, batch_size: int = 32) -> dict:
@@ -179,8 +191,7 @@ def folder_diagnostics(model: StegoModel, features: torch.Tensor, table: torch.T
     ids = torch.cat([model.cluster_probe(codes[start:start + batch_size].to(device)).argmax(1).cpu()
                      for start in range(0, len(codes), batch_size)])
     shares = torch.bincount(ids.flatten(), minlength=k).double() / ids.numel()
-    present = shares[shares > 0]
-    entropy = float(-(present * present.log()).sum() / math.log(k)) if k > 1 else 0.0
+    entropy = cluster_size_entropy(shares)
     points = unit(codes).permute(0, 2, 3, 1).reshape(-1, codes.shape[1])
     sample = points[torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n_points]]
     cosines = (sample @ sample.T)[~torch.eye(len(sample), dtype=torch.bool)]
