@@ -241,13 +241,32 @@ def predict_segsort(train_split: Split, val: Split, seed: int, run_dir: Path, re
 
 PASS_OUTPUTS = {"": "finetuned", "pseudo_": "pseudo_labels", "no_attention_": "baseline_no_attention"}
 """Metric-name prefix → the key of PASS's evaluation (``course_lib.luss.pipeline.Pipeline.run_infer``)."""
+NO_ATTENTION_BORDER = "no_attention_border_"
+"""Metric-name prefix of PASS's no-attention clustering with the comparison's label-free border rule for 'other'
+(:func:`border_rule_scores`): PASS's own baseline has no 'other' at all, so "attention vs none" would mix the
+attention with having an 'other' rule."""
+
+
+def border_rule_scores(prediction_dir: Path, gt_dir: Path, num_classes: int) -> dict[str, float]:
+    """:func:`score_objects` (border rule, presence matching, the evaluator) of the cluster-id PNGs
+    ``prediction_dir/<class>/<name>.png`` (ids 1..K, no 'other') against ``gt_dir``'s; every image the same size."""
+    from .data.label_png import read_imagenet_s_png
+
+    names = sorted(path.relative_to(gt_dir) for path in gt_dir.rglob("*.png"))
+    predictions = [read_imagenet_s_png(prediction_dir / name) for name in names]
+    truths = [read_imagenet_s_png(gt_dir / name) for name in names]
+    if len({p.shape for p in predictions + truths}) != 1:
+        raise ValueError(f"the border rule scores images of one size; {prediction_dir} holds several")
+    ids = torch.from_numpy(np.stack(predictions)).long()
+    return score_objects(ids, torch.from_numpy(np.stack(truths)).long(), num_classes + 1)
 
 
 def run_pass(seed: int, run_dir: Path, max_steps: int | None) -> dict[str, float]:
     """PASS's toy preset (:func:`course_lib.luss.pipeline.toy_settings`; ``smoke_settings`` under
     ``COURSE_SMOKE``) with the seed of its three training steps = ``seed`` (what ``python -m course_lib.luss
     --seed`` sets), every step run (resumed) in ``run_dir``; its own ImageNet-S evaluation of the fine-tuned
-    predictions, of the pseudo-labels (``pseudo_*``) and of the no-attention baseline (``no_attention_*``)."""
+    predictions, of the pseudo-labels (``pseudo_*``) and of the no-attention baseline (``no_attention_*``), and
+    that baseline with the border rule for 'other' (:data:`NO_ATTENTION_BORDER`)."""
     from .luss.pipeline import STEPS, Pipeline, smoke_settings, toy_settings
 
     settings = smoke_settings(toy_settings()) if course_config.smoke() else toy_settings()
@@ -258,8 +277,10 @@ def run_pass(seed: int, run_dir: Path, max_steps: int | None) -> dict[str, float
     for step in STEPS:
         result = pipeline.run(step)
         scores = result if isinstance(result, dict) else scores
-    return {f"{prefix}{name}": float(scores[key][name])
-            for prefix, key in PASS_OUTPUTS.items() for name in OBJECT_METRICS}
+    border = border_rule_scores(pipeline.path("baseline", "validation"), pipeline.gt_dir(), settings.num_classes)
+    return {**{f"{prefix}{name}": float(scores[key][name])
+               for prefix, key in PASS_OUTPUTS.items() for name in OBJECT_METRICS},
+            **{f"{NO_ATTENTION_BORDER}{name}": value for name, value in border.items()}}
 
 
 def hard_unaries(ids: torch.Tensor, k: int, confidence: float = HARD_LABEL_CONFIDENCE) -> torch.Tensor:
@@ -408,7 +429,8 @@ NOTES = {
                f"confidence {HARD_LABEL_CONFIDENCE} for the CRF); knn_*: kNN segment retrieval, which uses the "
                "training labels (no CRF); SegSort's own toy network trained on this world drawn with the seed",
     "pass": "fine-tuned predictions ('other' from PASS's attention and τ); pseudo_*: the pseudo-labels; "
-            "no_attention_*: the no-attention baseline with PASS's own 'other' threshold; PASS's toy preset "
+            "no_attention_*: PASS's no-attention baseline (k-means of pooled embeddings, no 'other'); "
+            "no_attention_border_*: that baseline with the border rule for 'other'; PASS's toy preset "
             "(its toy ResNet, its 1000 validation images); no CRF",
     "texture": "k-means on a colour-blind per-pixel texture descriptor (hand-made, no learning); hard ids: "
                f"one-hot unaries of confidence {HARD_LABEL_CONFIDENCE} for the CRF",
@@ -479,10 +501,11 @@ crop a view at the textures' native scale (:func:`native_five_crop_features`). T
 (``m`` and ``m_crf``)."""
 ABLATION_DATASETS = ("scenes",)
 """STEGO's ablation table is on CocoStuff; the toy analogue is ``scenes``."""
-PASS_VARIANTS = {"PASS": "", "no fine-tuning (pseudo-labels)": "pseudo_", "no attention (PASS's 'other' threshold)":
-                 "no_attention_"}
+PASS_VARIANTS = {"PASS": "", "no fine-tuning (pseudo-labels)": "pseudo_",
+                 "no attention, no 'other' (PASS's baseline)": "no_attention_",
+                 "no attention, border rule for 'other'": NO_ATTENTION_BORDER}
 """PASS's ablations read from its cells: the fine-tuned predictions, the pseudo-labels they are trained on, and
-the clustering without pixel attention (:data:`PASS_OUTPUTS`)."""
+the clustering without pixel attention (:data:`PASS_OUTPUTS`), bare and with the border rule for 'other'."""
 
 
 def native_five_crop_features(kind: str, n_images: int | None, size: int, version: int) -> FeatureSet:

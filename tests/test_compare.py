@@ -96,8 +96,9 @@ def test_command_scores_every_cell_resumes_and_refuses_another_configuration(tmp
         *compare.OBJECT_METRICS, *(f"{name}_crf" for name in compare.OBJECT_METRICS)}
     assert set(by_key["kmeans", "scenes"]["metrics"]) == {"mIoU", "accuracy", "mIoU_crf", "accuracy_crf"}
     assert by_key["pass", "scenes"]["metrics"] == {} and by_key["pass", "scenes"]["notes"] == compare.SCENES_PASS
-    assert set(by_key["pass", "objects"]["metrics"]) == {f"{prefix}{name}" for prefix in compare.PASS_OUTPUTS
-                                                         for name in compare.OBJECT_METRICS}
+    assert set(by_key["pass", "objects"]["metrics"]) == {
+        f"{prefix}{name}" for prefix in (*compare.PASS_OUTPUTS, compare.NO_ATTENTION_BORDER)
+        for name in compare.OBJECT_METRICS}
     assert compare.cell_path(out, "pass", "objects", 0).is_file()
     assert all(0.0 <= value <= 100.0 for row in saved for values in row["metrics"].values() for value in values)
     assert "## objects" in (out / "comparison.md").read_text()
@@ -194,3 +195,16 @@ def test_native_five_crop_cuts_half_side_crops_of_a_double_size_render_without_r
     assert torch.equal(crops[0]["image"], big[0]["image"][:, :64, :64])  # top-left crop, pixels untouched
     assert torch.equal(crops[3]["label"], big[0]["label"][64:, 64:])
     assert FiveCrops(small)[0]["image"].shape == small[0]["image"].shape  # default: back to the image size
+
+
+def test_the_no_attention_baseline_gets_the_border_rule_for_other(tmp_path):
+    from course_lib.data.label_png import write_imagenet_s_png
+
+    truth = _objects_truth()
+    for index, label in enumerate(truth):
+        clusters = np.where(label.numpy() > 0, min(index + 2, 3), 1)  # background: cluster 1; objects: 2, 3, 3
+        for folder, ids in (("gt", np.where(label.numpy() < 0, 1000, label.numpy())), ("pred", clusters)):
+            write_imagenet_s_png(tmp_path / folder / "c" / f"{index}.png", ids)
+    scores = compare.border_rule_scores(tmp_path / "pred", tmp_path / "gt", 3)
+    assert scores["mIoU"] == pytest.approx((100 + 100 + 50 + 0) / 4)  # 'other', 1 right; cluster 3 takes 2 or 3
+    assert scores["f_measure"] > 0  # 'other' exists: PASS's bare baseline has none
