@@ -809,9 +809,9 @@ class OwnImagesLesson:
 
     def run_dir(self) -> Path:
         """Where :meth:`command`'s run goes: ``COURSE_CACHE/runs/stego_folder_photos_<backbone>`` (full, the CLI's
-        default ``--out`` for a folder named ``photos``), or the lesson's own seed-0 run ``work/run_seed0`` (toy)."""
+        default ``--out`` for a folder named ``photos``), or the lesson's own seed-0 run (toy)."""
         if not self.full:
-            return self.work / "run_seed0"
+            return self.work / f"run_{self.backbone}_seed0"
         return config.default_run_dir("stego", "folder_photos", self.backbone)
 
     def command(self, photos: Photos) -> str:
@@ -825,9 +825,11 @@ class OwnImagesLesson:
         and folder. Run exists → load: a finished run of the same command is reloaded, never retrained.
 
         Full profile, ``seed`` 0 and the default K: the CLI's full run (:meth:`run_dir`) when it exists; else
-        (and for any other seed or K, in both profiles) a run of :attr:`steps` steps in ``work/run_seed<seed>``
-        (``_k<K>`` appended for another K)."""
-        import os
+        (and for any other seed or K, in both profiles) a run of :attr:`steps` steps in
+        ``work/run_<backbone>_seed<seed>`` (``_k<K>`` appended for another K). What the CLI prints is shown with
+        the paths inside the project relative to it."""
+        import contextlib
+        import io
 
         from .stego.train import main
 
@@ -837,23 +839,25 @@ class OwnImagesLesson:
                 return json.loads((self.run_dir() / "metrics.json").read_text()), self.run_dir()
             print(f"no full run in {config.display_path(self.run_dir())}: a short run of {self.steps} steps instead "
                   f"(minutes on a GPU). The full run:\n    {self.command(photos)}")
-        out = self.work / (f"run_seed{seed}" + (f"_k{n_clusters}" if n_clusters else ""))
+        out = self.work / (f"run_{self.backbone}_seed{seed}" + (f"_k{n_clusters}" if n_clusters else ""))
         flags = ["--n-clusters", str(n_clusters)] if n_clusters else []
-        metrics = main(["--profile", self.profile, "--dataset", f"folder:{os.path.relpath(photos.folder)}",
-                        "--backbone", self.backbone, "--out", os.path.relpath(out), "--steps", str(self.steps),
-                        "--seed", str(seed), *flags])
+        with contextlib.redirect_stdout(io.StringIO()) as said:  # absolute paths: the run's record is cwd-free
+            metrics = main(["--profile", self.profile, "--dataset", f"folder:{photos.folder.resolve()}",
+                            "--backbone", self.backbone, "--out", str(out.resolve()), "--steps", str(self.steps),
+                            "--seed", str(seed), *flags])
+        print(said.getvalue().replace(f"{config.project_root()}/", "./"), end="")  # shown without them
         return metrics, out
 
     def segment(self, run: Path, name: str, crf: bool = True) -> SegmentReport:
-        """:func:`course_lib.segment.segment_folder` of the photos with ``run`` into ``work/segmented_<name>``
-        (paths relative to the working directory, so that messages name no absolute path); returns its
-        :class:`~course_lib.segment.SegmentReport`."""
+        """:func:`course_lib.segment.segment_folder` of the photos with ``run`` into
+        ``work/segmented_<backbone>_<name>`` (paths relative to the working directory, so that messages name no
+        absolute path); returns its :class:`~course_lib.segment.SegmentReport`."""
         import os
 
         from .segment import segment_folder
 
         return segment_folder(os.path.relpath(self.work / "photos"),
-                              os.path.relpath(self.work / f"segmented_{name}"), run, crf=crf,
+                              os.path.relpath(self.work / f"segmented_{self.backbone}_{name}"), run, crf=crf,
                               device="cpu" if not self.full else None)
 
     def reveal(self, report: SegmentReport, photos: Photos) -> UnsupervisedMetrics:
