@@ -46,20 +46,24 @@ def show_photos(folder: str | Path, files: Sequence[str], columns: int = 6) -> F
 
 
 def plot_cluster_shares(shares: Mapping[str, Sequence[float]], ax=None) -> Figure:
-    """Bars of the cluster shares (K values summing to 1 per entry of ``shares``, e.g. ``{"seed 0": ...}``),
-    clusters sorted by the first entry's share, with the share 1/K of clusters of equal size dashed."""
-    first = np.asarray(next(iter(shares.values())), dtype=float)
-    order = np.argsort(-first, kind="stable")
+    """Bars of the cluster shares (K values summing to 1 per entry of ``shares``, e.g. ``{"seed 0": ...}``), each
+    entry sorted largest first, with the share 1/K of clusters of equal size dashed. One entry: the ticks name
+    the cluster ids; several (e.g. two seeds, whose ids mean nothing to each other): the ticks are ranks."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 2.6))
     width = 0.8 / len(shares)
     for i, (name, values) in enumerate(shares.items()):
-        values = np.asarray(values, dtype=float)
-        ax.bar(np.arange(len(values)) + (i - (len(shares) - 1) / 2) * width, values[order], width, label=name)
+        values = np.sort(np.asarray(values, dtype=float))[::-1]
+        ax.bar(np.arange(len(values)) + (i - (len(shares) - 1) / 2) * width, values, width, label=name)
+    first = np.asarray(next(iter(shares.values())), dtype=float)
     ax.axhline(1 / len(first), color="black", linestyle="--", linewidth=0.8, label="1/K (equal sizes)")
-    ax.set_xticks(np.arange(len(first)), [str(k) for k in order], fontsize=7)
-    ax.set_xlabel("cluster id (largest first)")
-    ax.set_ylabel("share of pixels")
+    if len(shares) == 1:
+        ax.set_xticks(np.arange(len(first)), [str(k) for k in np.argsort(-first, kind="stable")], fontsize=7)
+        ax.set_xlabel("cluster id (largest first)")
+    else:
+        ax.set_xticks(np.arange(len(first)), [str(k + 1) for k in range(len(first))], fontsize=7)
+        ax.set_xlabel("cluster rank by size (each run's clusters sorted on their own)")
+    ax.set_ylabel("share")
     ax.legend(fontsize=7)
     ax.figure.tight_layout()
     return ax.figure
