@@ -2,6 +2,7 @@
 the lesson's helpers: the photo folder of lesson_data, the reveal, and course_lib.segment's label-free judgements."""
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ from course_lib.evaluation import UnsupervisedMetrics
 from course_lib.exercises import ExerciseNotDone, ExerciseWrong, lesson10
 from course_lib.segment import SegmentReport, cluster_exemplars, folder_cluster_shares, read_labels, run_agreement
 from course_lib.stego.folder import cluster_size_entropy
+from course_lib.viz import own_images
 from exercise_solutions import run_solution, stub as _stub
 
 NOTEBOOK = "10_your_own_images.ipynb"
@@ -218,3 +220,42 @@ def test_a_toy_backbone_name_other_than_the_toy_vit_is_refused(monkeypatch):
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
     with pytest.raises(ConfigError, match="PROFILE = 'full'"):
         lesson_data.own_images_lesson("dinov2_vits14")
+
+
+def test_the_full_branch_loads_the_clis_run_when_it_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    lesson = lesson_data.OwnImagesLesson("full", "dinov2_vits14", 200, 300, tmp_path / "work")
+    photos = lesson_data.Photos(tmp_path / "work" / "photos", {}, [])
+    assert lesson.run_dir() == tmp_path / "cache" / "runs" / "stego_folder_photos_dinov2_vits14"
+    assert "--dataset folder:" in lesson.command(photos) and "--backbone dinov2_vits14" in lesson.command(photos)
+    lesson.run_dir().mkdir(parents=True)
+    (lesson.run_dir() / "stego.pt").write_bytes(b"")
+    (lesson.run_dir() / "metrics.json").write_text('{"n_clusters": 27}')
+    metrics, run = lesson.train(photos)  # no folder, no weights: only the finished run is read
+    assert metrics == {"n_clusters": 27} and run == lesson.run_dir()
+    assert "loading the full run" in capsys.readouterr().out
+
+
+def test_the_lesson_figures_draw_from_what_segment_folder_wrote(tmp_path):
+    maps = {"a.png": np.array([[0, 0, 1], [1, 2, 2]]), "b.png": np.array([[2, 2, 2], [0, 0, 0]])}
+    report = _report(tmp_path / "segmented", maps, 3)
+    report.images_dir = tmp_path / "photos"
+    report.images_dir.mkdir()
+    for name in maps:
+        Image.new("RGB", (3, 2), (200, 10, 10)).save(report.images_dir / name)
+        Image.new("RGB", (3, 2), (10, 200, 10)).save(report.out / f"{name[:-4]}_overlay.jpg")
+    (report.images_dir / "broken.jpg").write_text("not an image")
+    labels = read_labels(report)
+    figures = [own_images.show_photos(report.images_dir, ["a.png", "broken.jpg"]),
+               own_images.plot_cluster_shares({"one": [0.5, 0.3, 0.2]}),
+               own_images.plot_cluster_shares({"seed 0": [0.5, 0.3, 0.2], "seed 1": [0.2, 0.2, 0.6]}),
+               own_images.show_overlays(report, list(maps)),
+               own_images.show_exemplars(report, labels, cluster_exemplars(report, 2), [0, 2],
+                                         folder_cluster_shares(report)),
+               own_images.show_reveal(report, labels, {"a.png": maps["a.png"], "b.png": -np.ones((2, 3), int)},
+                                      [2, 0, 1], ["x", "y", "z"], list(maps))]
+    texts = [text.get_text() for text in figures[0].axes[1].texts]
+    assert texts and "unreadable" in texts[0]
+    assert [tick.get_text() for tick in figures[1].axes[0].get_xticklabels()] == ["0", "1", "2"]
+    assert "rank" in figures[2].axes[0].get_xlabel()
+    plt.close("all")
