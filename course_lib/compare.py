@@ -10,8 +10,8 @@ Every (method, dataset, seed) *cell* yields per-pixel cluster ids (and, where th
 scores), is scored with the CRF off and on, and is saved as ``DIR/cells/<method>_<dataset>_seed<S>.json``
 the moment it finishes; a rerun skips the cells already there (so more seeds can be added later). Then
 ``DIR/comparison.json`` (a list of rows ``{"method", "dataset", "protocol", "seeds", "metrics": {name: [one
-value per seed]}, "notes"}``) and ``DIR/comparison.md`` (mean ± std; methods first, then the baselines) are
-written.
+value per seed]}, "notes"}``) and ``DIR/comparison.md`` (mean ± std; the methods, then the baselines, then the
+reference points of :func:`reference_rows`: a constant, RGB k-means, a noisy oracle) are written.
 
 Protocols (one per dataset, the same for every method):
 
@@ -478,10 +478,11 @@ def markdown(rows: list[dict], record: dict) -> str:
         lines += ["", f"## {dataset}: {PROTOCOLS[dataset]}", "",
                   "| method | seeds | " + " | ".join(columns) + " | notes |",
                   "|---" * (len(columns) + 3) + "|"]
-        for block in (METHODS, BASELINES):
+        references = tuple(row["method"] for row in rows if row["method"] not in METHODS + BASELINES)
+        for title, block in (("", METHODS), ("baselines", BASELINES), ("reference points", references)):
             chosen = [row for row in rows if row["dataset"] == dataset and row["method"] in block]
-            if block is BASELINES and chosen:
-                lines.append("| **baselines** |" + " |" * (len(columns) + 2))
+            if title and chosen:
+                lines.append(f"| **{title}** |" + " |" * (len(columns) + 2))
             for row in chosen:
                 cells = [mean_std(row["metrics"].get(name, [])) for name in columns]
                 extra = "; ".join(f"{name} {mean_std(values)}" for name, values in row["metrics"].items()
@@ -489,6 +490,61 @@ def markdown(rows: list[dict], record: dict) -> str:
                 lines.append(f"| {row['method']} | {len(row['seeds'])} | " + " | ".join(cells) +
                              f" | {extra + ' — ' if extra else ''}{row['notes']} |")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- the shipped tables (lessons 04, 06, 08)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED = {"comparison": ASSETS / "comparison_toy.json", "ablations": ASSETS / "ablations_toy.json"}
+"""The tables the lessons show: ``python -m course_lib.compare --profile toy --seeds 0 1 2 --world-version 2
+--ablations --out DIR`` writes them as ``DIR/comparison.json`` and ``DIR/ablations.json``."""
+REFERENCE_NOISE = 0.2
+
+
+def shipped(table: str = "comparison") -> list[dict]:
+    """The rows of a shipped table (:data:`SHIPPED`: ``"comparison"`` or ``"ablations"``)."""
+    return json.loads(SHIPPED[table].read_text())
+
+
+def mean_of(rows: list[dict], metric: str, **match: str) -> float:
+    """Mean over the seeds of ``metric`` in the one row whose fields equal ``match`` (e.g. ``method="stego",
+    dataset="scenes"``)."""
+    [row] = [row for row in rows if all(row.get(key) == value for key, value in match.items())]
+    return float(np.mean(row["metrics"][metric]))
+
+
+def summary_frame(rows: list[dict], metrics: Sequence[str], index: str = "method"):
+    """A pandas DataFrame of ``mean ± std`` strings: one line per row (named by its ``index`` field), one column
+    per metric, plus the number of seeds."""
+    import pandas as pd
+
+    return pd.DataFrame({row[index]: {"seeds": len(row["seeds"]), **{name: mean_std(row["metrics"].get(name, []))
+                                                                      for name in metrics}}
+                         for row in rows}).T
+
+
+def reference_rows(version: int = 2, n_val: int | None = None, size: int = 96, seed: int = 0) -> list[dict]:
+    """Reference points on both datasets' validation split, scored by the same protocols (one seed): a constant
+    prediction (on ``objects``: all 'other'), k-means on raw RGB (colour alone), and a noisy oracle (the truth
+    with :data:`REFERENCE_NOISE` of its 8×8 tiles random, ids shuffled) — the floor, the colour bar and a ceiling."""
+    from .evaluation.baselines import noisy_oracle
+    from .stego.data import toy_images_uint8, toy_world
+
+    rows = []
+    for dataset in DATASETS:
+        world = toy_world("val", n_val, size, kind=dataset, version=version)
+        labels = torch.stack([torch.from_numpy(world.render(i)[1]) for i in range(len(world))]).long()
+        images = toy_images_uint8("val", len(world), size, kind=dataset, version=version).numpy()
+        k = world.num_classes
+        predictions = {
+            "constant": np.zeros(labels.shape, np.int64),
+            "k-means RGB": pixel_kmeans_miou(images.astype(np.float32) / 255, labels.numpy(), k, seed=seed)["predictions"],
+            f"noisy oracle {REFERENCE_NOISE}": noisy_oracle(labels.numpy(), k, noise=REFERENCE_NOISE, seed=seed)}
+        for name, ids in predictions.items():
+            metrics = SCORERS[dataset](torch.from_numpy(np.asarray(ids)).long(), labels, k)
+            rows.append({"method": name, "dataset": dataset, "protocol": PROTOCOLS[dataset], "seeds": [seed],
+                         "metrics": {key: [value] for key, value in metrics.items()}, "notes": "reference point"})
+    return rows
 
 
 # ----------------------------------------------------------------------------- ablations (issue 16, item 5)
@@ -659,6 +715,10 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
                 shown = ", ".join(f"{k} {v:.1f}" for k, v in cell["metrics"].items())
                 print(f"{method} / {dataset} / seed {seed}: {shown} ({cell['seconds']} s)", flush=True)
     rows = build_rows(cells, args.methods, args.datasets, args.seeds, record)
+    references_path = out / "cells" / "references.json"
+    if not references_path.is_file():
+        write_json(references_path, reference_rows(args.world_version, args.n_val, args.size))
+    rows += [row for row in json.loads(references_path.read_text()) if row["dataset"] in args.datasets]
     write_json(out / "comparison.json", rows)
     (out / "comparison.md").write_text(markdown(rows, record))
     if args.ablations:

@@ -90,7 +90,14 @@ def test_command_scores_every_cell_resumes_and_refuses_another_configuration(tmp
     saved = json.loads((out / "comparison.json").read_text())
     assert saved == json.loads(json.dumps(rows))
     by_key = {(row["method"], row["dataset"]): row for row in saved}
-    assert set(by_key) == {(m, d) for m in ("stego", "kmeans", "texture", "pass") for d in compare.DATASETS}
+    references = ("constant", "k-means RGB", f"noisy oracle {compare.REFERENCE_NOISE}")
+    assert set(by_key) == {(m, d) for m in ("stego", "kmeans", "texture", "pass", *references) for d in compare.DATASETS}
+    assert by_key["noisy oracle 0.2", "scenes"]["metrics"]["mIoU"][0] > 2 * by_key["k-means RGB", "scenes"][
+        "metrics"]["mIoU"][0]  # the ceiling and the colour bar
+    assert by_key["constant", "objects"]["metrics"]["f_measure"] == [0.0]  # all 'other': no foreground
+    text = (out / "comparison.md").read_text()
+    assert text.index("| pass |") < text.index("**baselines**") < text.index("**reference points**") \
+        < text.index("| noisy oracle 0.2 |")
     stego = by_key["stego", "objects"]
     assert stego["seeds"] == [0] and set(stego["metrics"]) == {
         *compare.OBJECT_METRICS, *(f"{name}_crf" for name in compare.OBJECT_METRICS)}
