@@ -523,6 +523,34 @@ def summary_frame(rows: list[dict], metrics: Sequence[str], index: str = "method
                          for row in rows}).T
 
 
+LABEL_USING = {"segsort": ("knn_", "SegSort kNN retrieval (uses training labels)"),
+               "pass": ("pseudo_", "PASS pseudo-labels (before fine-tuning)")}
+"""Extra lines of :func:`lesson_table`: a method's metrics under another prefix, with their name."""
+MAIN_METRICS = {"scenes": ("mIoU", "mIoU_crf", "accuracy", "accuracy_crf"),
+                "objects": ("mIoU", "mIoU_crf", "b_mIoU", "img_acc", "f_measure")}
+
+
+def lesson_table(rows: list[dict], dataset: str):
+    """The comparison of one dataset as the lessons show it: a pandas DataFrame of ``mean ± std`` strings with a
+    ``block`` column (method, baseline, reference point), the methods first; SegSort's kNN retrieval and PASS's
+    pseudo-labels as lines of their own (:data:`LABEL_USING`). Cells a method does not report read ``–``."""
+    import pandas as pd
+
+    names = MAIN_METRICS[dataset]
+    lines = {}
+    for row in (r for r in rows if r["dataset"] == dataset and r["metrics"]):
+        block = "method" if row["method"] in METHODS else "baseline" if row["method"] in BASELINES else "reference"
+        lines[row["method"]] = {"block": block, "seeds": len(row["seeds"]),
+                                **{name: mean_std(row["metrics"].get(name, [])) for name in names}}
+        if row["method"] in LABEL_USING:
+            prefix, title = LABEL_USING[row["method"]]
+            lines[title] = {"block": block, "seeds": len(row["seeds"]),
+                            **{name: mean_std(row["metrics"].get(prefix + name, [])) for name in names}}
+    order = {"method": 0, "baseline": 1, "reference": 2}
+    frame = pd.DataFrame(lines).T
+    return frame.iloc[sorted(range(len(frame)), key=lambda i: order[frame["block"].iloc[i]])]
+
+
 def reference_rows(version: int = 2, n_val: int | None = None, size: int = 96, seed: int = 0) -> list[dict]:
     """Reference points on both datasets' validation split, scored by the same protocols (one seed): a constant
     prediction (on ``objects``: all 'other'), k-means on raw RGB (colour alone), and a noisy oracle (the truth

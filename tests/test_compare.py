@@ -215,3 +215,36 @@ def test_the_no_attention_baseline_gets_the_border_rule_for_other(tmp_path):
     scores = compare.border_rule_scores(tmp_path / "pred", tmp_path / "gt", 3)
     assert scores["mIoU"] == pytest.approx((100 + 100 + 50 + 0) / 4)  # 'other', 1 right; cluster 3 takes 2 or 3
     assert scores["f_measure"] > 0  # 'other' exists: PASS's bare baseline has none
+
+
+def _row(method, dataset, **metrics):
+    return {"method": method, "dataset": dataset, "protocol": compare.PROTOCOLS[dataset], "seeds": [0, 1],
+            "metrics": metrics, "notes": ""}
+
+
+def test_lesson_table_puts_methods_first_and_label_using_protocols_on_lines_of_their_own():
+    rows = [_row("constant", "scenes", mIoU=[1.0]), _row("kmeans", "scenes", mIoU=[30.0, 32.0]),
+            _row("segsort", "scenes", mIoU=[10.0, 12.0], knn_mIoU=[33.0, 35.0]), _row("stego", "scenes", mIoU=[20.0, 24.0]),
+            _row("pass", "scenes"), _row("stego", "objects", mIoU=[5.0, 5.0])]
+    table = compare.lesson_table(rows, "scenes")
+    assert list(table.index) == ["segsort", compare.LABEL_USING["segsort"][1], "stego", "kmeans", "constant"]
+    assert list(table["block"]) == ["method", "method", "method", "baseline", "reference"]
+    assert table.loc["stego", "mIoU"] == "22.0 ± 2.8" and table.loc["stego", "mIoU_crf"] == "–"
+    assert table.loc[compare.LABEL_USING["segsort"][1], "mIoU"] == "34.0 ± 1.4"
+
+
+def test_metric_bars_draw_one_bar_per_row_and_variant():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.viz.comparison import plot_metric_bars
+
+    rows = [_row("stego", "scenes", mIoU=[20.0, 24.0], mIoU_crf=[25.0, 27.0]), _row("kmeans", "scenes", mIoU=[30.0, 32.0]),
+            _row("pass", "scenes")]
+    fig, ax = plt.subplots()
+    plot_metric_bars(rows, "scenes", ax)
+    assert sorted(round(bar.get_width(), 6) for bar in ax.patches) == [22.0, 26.0, 31.0]
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["stego", "kmeans"]
+    plt.close(fig)
