@@ -145,6 +145,31 @@ def load_split(kind: str, split: str, n_images: int | None, size: int, version: 
 # ----------------------------------------------------------------------------- methods
 
 
+def _knn(features: FeatureSet) -> torch.Tensor:
+    from .stego.pairs import TOP_K, global_descriptors, knn_table
+
+    return knn_table(global_descriptors(features.features), k=min(TOP_K, len(features)))
+
+
+def stego_setup(train_features: FeatureSet, seed: int, max_steps: int | None = None, changes: dict | None = None,
+                shift_features: FeatureSet | None = None):
+    """The :class:`~course_lib.stego.configs.StegoConfig` and kNN table (N×k) of :func:`predict_stego`. With
+    ``changes=None`` the config keeps its ``attracted_shares`` (``run_experiment`` calibrates b on the training
+    features); with a dict (an ablation; ``{}``: the full method), b is calibrated first on ``shift_features``
+    (default ``train_features``) with the full recipe and then the ``changes`` are applied."""
+    from .stego.configs import stego_config
+    from .stego.diagnostics import calibrate_shifts
+
+    base = stego_config("toy")
+    config = replace(base, seed=seed, crf=False, steps=cap_steps(base.steps, max_steps))
+    table = _knn(train_features)
+    if changes is not None:
+        calibration = shift_features or train_features
+        config = replace(calibrate_shifts(config, calibration.features, table if shift_features is None
+                                          else _knn(calibration)), attracted_shares=None, **changes)
+    return config, table
+
+
 def predict_stego(train_features: FeatureSet, val: Split, seed: int, run_dir: Path, max_steps: int | None,
                   changes: dict | None = None, shift_features: FeatureSet | None = None) -> Prediction:
     """STEGO's toy recipe (:data:`~course_lib.stego.configs.TOY_CONFIG`, seed ``seed``) trained on
@@ -155,24 +180,12 @@ def predict_stego(train_features: FeatureSet, val: Split, seed: int, run_dir: Pa
     ``changes`` (an ablation): :class:`~course_lib.stego.configs.StegoConfig` fields changed after the shifts b
     were calibrated on ``shift_features`` (default ``train_features``) with the full recipe, so that each
     ablation changes one ingredient and keeps the full method's b, as :func:`course_lib.stego.ablations.run_ablations`."""
-    from .stego.configs import stego_config
-    from .stego.diagnostics import calibrate_shifts
     from .stego.evaluate import cluster_log_probs, flip_averaged_codes
     from .stego.experiment import StegoData, run_experiment
     from .stego.model import StegoModel
-    from .stego.pairs import TOP_K, global_descriptors, knn_table
     from .stego.trainer import CachedPairs
 
-    base = stego_config("toy")
-    config = replace(base, seed=seed, crf=False, steps=cap_steps(base.steps, max_steps))
-    descriptors = lambda features: global_descriptors(features.features)
-    table = knn_table(descriptors(train_features), k=min(TOP_K, len(train_features)))
-    if changes:
-        calibration = shift_features or train_features
-        calibration_table = table if shift_features is None else \
-            knn_table(descriptors(calibration), k=min(TOP_K, len(calibration)))
-        config = replace(calibrate_shifts(config, calibration.features, calibration_table), attracted_shares=None,
-                         **changes)
+    config, table = stego_setup(train_features, seed, max_steps, changes, shift_features)
     data = StegoData(CachedPairs(train_features.features, train_features.labels, table), val.features,
                      val.flipped, val.world, list(val.world.classes))
     run_experiment(config, data, run_dir, desc=f"STEGO seed {seed}")
@@ -625,10 +638,25 @@ def ablation_cell(variant: str, dataset: str, seed: int, splits: Callable[[str],
     return cell
 
 
+def variant_attracted_shares(variant: str, train: Split, record: dict) -> dict[str, float]:
+    """Label-free diagnostic of a STEGO ablation (``"STEGO"``: the full method): the share of each pair kind's
+    feature correspondences F above its shift b on the variant's training features
+    (:func:`course_lib.stego.diagnostics.attracted_shares`): the patch pairs its loss pulls together. The full
+    method's b are calibrated to attract 0.2 / 0.1 / 0.02 (self / kNN / random); a variant that keeps those b
+    but changes F (no spatial centering, five-crop) attracts other shares."""
+    from .stego.diagnostics import attracted_shares
+
+    features = train.features if variant != FIVE_CROP else \
+        native_five_crop_features(train.world.kind, record["n_train"], record["size"], record["world_version"])
+    config, table = stego_setup(features, 0, changes=STEGO_ABLATIONS.get(variant, {}), shift_features=train.features)
+    return {kind: round(float(share), 4) for kind, share in attracted_shares(config, features.features, table).items()}
+
+
 def ablation_rows(cells: dict[tuple[str, str, int], dict], ablations: dict[tuple[str, str, int], dict],
-                  seeds: Sequence[int]) -> list[dict]:
+                  seeds: Sequence[int], attracted: dict[str, dict[str, float]] | None = None) -> list[dict]:
     """The rows of ``ablations.json``: ``{"method", "variant", "dataset", "seeds", "metrics", "notes"}``; STEGO's
-    full method from the ``stego`` cells, its variants from ``ablations``; PASS's from the ``pass`` cells."""
+    full method from the ``stego`` cells, its variants from ``ablations`` (with ``attracted``: each variant's
+    :func:`variant_attracted_shares` as ``"attracted_shares"``); PASS's from the ``pass`` cells."""
     rows = []
     for dataset in ABLATION_DATASETS:
         sources = {"STEGO": {s: cells.get(("stego", dataset, s)) for s in seeds}}
@@ -639,6 +667,7 @@ def ablation_rows(cells: dict[tuple[str, str, int], dict], ablations: dict[tuple
                 rows.append({"method": "stego", "variant": variant, "dataset": dataset, "seeds": ran,
                              "metrics": {name: [by_seed[s]["metrics"][name] for s in ran]
                                          for name in by_seed[ran[0]]["metrics"]},
+                             **({"attracted_shares": attracted[variant]} if attracted and variant in attracted else {}),
                              "notes": "STEGO's shifts b of the full method (calibrated once); one change per row"})
     ran = [s for s in seeds if ("pass", "objects", s) in cells]
     for variant, prefix in PASS_VARIANTS.items() if ran else ():
@@ -658,7 +687,9 @@ def ablation_markdown(rows: list[dict]) -> str:
             lines += ["", f"## {method} ({chosen[0]['dataset']})", "", "| variant | seeds | " + " | ".join(names) + " |",
                       "|---" * (len(names) + 2) + "|"]
             lines += [f"| {row['variant']} | {len(row['seeds'])} | " +
-                      " | ".join(mean_std(row["metrics"].get(name, [])) for name in names) + " |" for row in chosen]
+                      " | ".join(mean_std(row["metrics"].get(name, [])) for name in names) + " |" +
+                      (" attracted self / kNN / random: " + " / ".join(f"{v:.2f}" for v in row["attracted_shares"].values())
+                       + " |" if "attracted_shares" in row else "") for row in chosen]
     return "\n".join(lines) + "\n"
 
 
@@ -758,7 +789,9 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
                     ablations[variant, dataset, seed] = cell
                     print(f"stego ablation {variant} / {dataset} / seed {seed}: mIoU {cell['metrics']['mIoU']:.1f}, "
                           f"with CRF {cell['metrics']['mIoU_crf']:.1f} ({cell['seconds']} s)", flush=True)
-        table = ablation_rows(cells, ablations, args.seeds)
+        attracted = {variant: variant_attracted_shares(variant, splits("scenes")[0], record)
+                     for variant in ("STEGO", *STEGO_ABLATIONS)} if "scenes" in args.datasets else None
+        table = ablation_rows(cells, ablations, args.seeds, attracted)
         write_json(out / "ablations.json", table)
         (out / "ablations.md").write_text(ablation_markdown(table))
         print(f"wrote {out / 'ablations.json'} and {out / 'ablations.md'}")

@@ -190,6 +190,10 @@ def test_ablations_retrain_one_ingredient_each_with_the_full_methods_shifts(tmp_
         different = {key for key in full if full[key] != config[key]} - set(change) - {"attracted_shares"}
         assert not different, different  # ...and nothing else
     assert "no kNN term" in (out / "ablations.md").read_text()
+    shares = {row["variant"]: row["attracted_shares"] for row in rows}
+    assert shares["STEGO"] == pytest.approx({"self": 0.2, "knn": 0.1, "rand": 0.02}, abs=0.02)  # b calibrated so
+    assert shares["no spatial centering"] != shares["STEGO"]  # same b, uncentred F: other shares attracted
+    assert shares["no 0-clamp"] == shares["STEGO"]  # the clamp acts on the codes, not on F
 
 
 def test_native_five_crop_cuts_half_side_crops_of_a_double_size_render_without_resizing(empty_course_folders):
