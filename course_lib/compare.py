@@ -152,11 +152,12 @@ def _knn(features: FeatureSet) -> torch.Tensor:
 
 
 def stego_setup(train_features: FeatureSet, seed: int, max_steps: int | None = None, changes: dict | None = None,
-                shift_features: FeatureSet | None = None):
+                shift_features: FeatureSet | None = None, recalibrate: bool = False):
     """The :class:`~course_lib.stego.configs.StegoConfig` and kNN table (N×k) of :func:`predict_stego`. With
     ``changes=None`` the config keeps its ``attracted_shares`` (``run_experiment`` calibrates b on the training
     features); with a dict (an ablation; ``{}``: the full method), b is calibrated first on ``shift_features``
-    (default ``train_features``) with the full recipe and then the ``changes`` are applied."""
+    (default ``train_features``) with the full recipe and then the ``changes`` are applied (``recalibrate``: the
+    changes first, then b calibrated for them)."""
     from .stego.configs import stego_config
     from .stego.diagnostics import calibrate_shifts
 
@@ -165,13 +166,19 @@ def stego_setup(train_features: FeatureSet, seed: int, max_steps: int | None = N
     table = _knn(train_features)
     if changes is not None:
         calibration = shift_features or train_features
-        config = replace(calibrate_shifts(config, calibration.features, table if shift_features is None
-                                          else _knn(calibration)), attracted_shares=None, **changes)
+        calibration_table = table if shift_features is None else _knn(calibration)
+        if recalibrate:
+            config = replace(calibrate_shifts(replace(config, **changes), calibration.features, calibration_table),
+                             attracted_shares=None)
+        else:
+            config = replace(calibrate_shifts(config, calibration.features, calibration_table), attracted_shares=None,
+                             **changes)
     return config, table
 
 
 def predict_stego(train_features: FeatureSet, val: Split, seed: int, run_dir: Path, max_steps: int | None,
-                  changes: dict | None = None, shift_features: FeatureSet | None = None) -> Prediction:
+                  changes: dict | None = None, shift_features: FeatureSet | None = None,
+                  recalibrate: bool = False) -> Prediction:
     """STEGO's toy recipe (:data:`~course_lib.stego.configs.TOY_CONFIG`, seed ``seed``) trained on
     ``train_features``; the cluster probe's log-probabilities on ``val`` (codes averaged with the mirrored
     images', as the official evaluation). The run is resumable in ``run_dir``
@@ -185,7 +192,7 @@ def predict_stego(train_features: FeatureSet, val: Split, seed: int, run_dir: Pa
     from .stego.model import StegoModel
     from .stego.trainer import CachedPairs
 
-    config, table = stego_setup(train_features, seed, max_steps, changes, shift_features)
+    config, table = stego_setup(train_features, seed, max_steps, changes, shift_features, recalibrate)
     data = StegoData(CachedPairs(train_features.features, train_features.labels, table), val.features,
                      val.flipped, val.world, list(val.world.classes))
     run_experiment(config, data, run_dir, desc=f"STEGO seed {seed}")
@@ -591,11 +598,14 @@ def reference_rows(version: int = 2, n_val: int | None = None, size: int = 96, s
 # ----------------------------------------------------------------------------- ablations (issue 16, item 5)
 
 FIVE_CROP = "five-crop (native scale)"
-STEGO_ABLATIONS: dict[str, dict] = {**RETRAINED, FIVE_CROP: {"five_crop": True}}
+RECENTRED = "no spatial centering, b recalibrated"
+STEGO_ABLATIONS: dict[str, dict] = {**RETRAINED, RECENTRED: {"pointwise": False}, FIVE_CROP: {"five_crop": True}}
 """STEGO's ablations (its Table 3 ingredients): the :data:`course_lib.stego.ablations.RETRAINED` changes, and
 five-crop: training on the five crops (half the side) of the training images rendered at twice the size, each
-crop a view at the textures' native scale (:func:`native_five_crop_features`). The CRF's effect is in every row
-(``m`` and ``m_crf``)."""
+crop a view at the textures' native scale (:func:`native_five_crop_features`). Every variant keeps the full
+method's shifts b except :data:`RECENTRED`, which recalibrates them for the uncentred correspondences (the same
+shares of self / kNN / random pairs attracted): b is defined relative to F, so without centering the same b
+attract other pairs (:func:`variant_attracted_shares`). The CRF's effect is in every row (``m`` and ``m_crf``)."""
 ABLATION_DATASETS = ("scenes",)
 """STEGO's ablation table is on CocoStuff; the toy analogue is ``scenes``."""
 PASS_VARIANTS = {"PASS": "", "no fine-tuning (pseudo-labels)": "pseudo_",
@@ -616,11 +626,16 @@ def native_five_crop_features(kind: str, n_images: int | None, size: int, versio
     return FeatureCache().get_or_compute(BACKBONE, FiveCrops(world, size=size), name, "train", size)
 
 
+def ablation_slug(variant: str) -> str:
+    """The file-name form of a variant (``no 0-clamp`` → ``no_0clamp``)."""
+    return variant.split(" (")[0].replace(",", "").replace(" ", "_").replace("-", "")
+
+
 def ablation_cell(variant: str, dataset: str, seed: int, splits: Callable[[str], tuple[Split, Split]], out: Path,
                   params: CRFParams, workers: int, max_steps: int | None, record: dict) -> dict:
     """Compute (or reload) one STEGO ablation cell (``DIR/cells/stego~<variant>_<dataset>_seed<S>.json``):
     :func:`predict_stego` with the :data:`STEGO_ABLATIONS` change, scored as the ``stego`` cells."""
-    slug = variant.split(" (")[0].replace(" ", "_").replace("-", "")
+    slug = ablation_slug(variant)
     path = cell_path(out, f"stego~{slug}", dataset, seed)
     if path.is_file():
         return json.loads(path.read_text())
@@ -631,7 +646,8 @@ def ablation_cell(variant: str, dataset: str, seed: int, splits: Callable[[str],
         features = native_five_crop_features(dataset, record["n_train"], record["size"], record["world_version"])
     course_config.seed_everything(seed)
     prediction = predict_stego(features, val, seed, out / "runs" / f"stego~{slug}_{dataset}_seed{seed}", max_steps,
-                               changes=STEGO_ABLATIONS[variant], shift_features=train.features)
+                               changes=STEGO_ABLATIONS[variant], shift_features=train.features,
+                               recalibrate=variant == RECENTRED)
     cell = {"metrics": score_cell(prediction, val, dataset, val.world.num_classes, params, workers),
             "seconds": round(time.perf_counter() - start, 1)}
     write_json(path, cell)
@@ -648,7 +664,8 @@ def variant_attracted_shares(variant: str, train: Split, record: dict) -> dict[s
 
     features = train.features if variant != FIVE_CROP else \
         native_five_crop_features(train.world.kind, record["n_train"], record["size"], record["world_version"])
-    config, table = stego_setup(features, 0, changes=STEGO_ABLATIONS.get(variant, {}), shift_features=train.features)
+    config, table = stego_setup(features, 0, changes=STEGO_ABLATIONS.get(variant, {}), shift_features=train.features,
+                                recalibrate=variant == RECENTRED)
     return {kind: round(float(share), 4) for kind, share in attracted_shares(config, features.features, table).items()}
 
 
