@@ -669,11 +669,27 @@ def variant_attracted_shares(variant: str, train: Split, record: dict) -> dict[s
     return {kind: round(float(share), 4) for kind, share in attracted_shares(config, features.features, table).items()}
 
 
+def attraction_precision(train: Split, pointwise: bool) -> dict[str, float]:
+    """A diagnostic that uses labels: with b set so that each pair kind attracts the toy recipe's shares
+    (``attracted_shares`` of :data:`~course_lib.stego.configs.TOY_CONFIG`) of the (spatially centred when
+    ``pointwise``) correspondences F of all training images, the share of attracted patch pairs whose two patches
+    have the same class (:meth:`~course_lib.stego.diagnostics.PairCorrespondences.same_class_precision`)."""
+    from .models.feature_correspondences import patch_labels
+    from .stego.configs import TOY_CONFIG
+    from .stego.diagnostics import PAIR_KINDS, pair_correspondences, shifts_for_shares
+
+    features = train.features.features
+    pairs = pair_correspondences(features, patch_labels(train.labels, tuple(features.shape[-2:])),
+                                 _knn(train.features), pointwise=pointwise)
+    shifts = shifts_for_shares(pairs, dict(zip(PAIR_KINDS, TOY_CONFIG.attracted_shares)))
+    return {kind: round(pairs[kind].same_class_precision(shifts[kind]), 4) for kind in PAIR_KINDS}
+
+
 def ablation_rows(cells: dict[tuple[str, str, int], dict], ablations: dict[tuple[str, str, int], dict],
-                  seeds: Sequence[int], attracted: dict[str, dict[str, float]] | None = None) -> list[dict]:
+                  seeds: Sequence[int], extras: dict[str, dict] | None = None) -> list[dict]:
     """The rows of ``ablations.json``: ``{"method", "variant", "dataset", "seeds", "metrics", "notes"}``; STEGO's
-    full method from the ``stego`` cells, its variants from ``ablations`` (with ``attracted``: each variant's
-    :func:`variant_attracted_shares` as ``"attracted_shares"``); PASS's from the ``pass`` cells."""
+    full method from the ``stego`` cells, its variants from ``ablations`` (``extras``: more fields per variant,
+    e.g. :func:`variant_attracted_shares` as ``"attracted_shares"``); PASS's from the ``pass`` cells."""
     rows = []
     for dataset in ABLATION_DATASETS:
         sources = {"STEGO": {s: cells.get(("stego", dataset, s)) for s in seeds}}
@@ -684,7 +700,7 @@ def ablation_rows(cells: dict[tuple[str, str, int], dict], ablations: dict[tuple
                 rows.append({"method": "stego", "variant": variant, "dataset": dataset, "seeds": ran,
                              "metrics": {name: [by_seed[s]["metrics"][name] for s in ran]
                                          for name in by_seed[ran[0]]["metrics"]},
-                             **({"attracted_shares": attracted[variant]} if attracted and variant in attracted else {}),
+                             **(extras or {}).get(variant, {}),
                              "notes": "STEGO's shifts b of the full method (calibrated once); one change per row"})
     ran = [s for s in seeds if ("pass", "objects", s) in cells]
     for variant, prefix in PASS_VARIANTS.items() if ran else ():
@@ -806,9 +822,14 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
                     ablations[variant, dataset, seed] = cell
                     print(f"stego ablation {variant} / {dataset} / seed {seed}: mIoU {cell['metrics']['mIoU']:.1f}, "
                           f"with CRF {cell['metrics']['mIoU_crf']:.1f} ({cell['seconds']} s)", flush=True)
-        attracted = {variant: variant_attracted_shares(variant, splits("scenes")[0], record)
-                     for variant in ("STEGO", *STEGO_ABLATIONS)} if "scenes" in args.datasets else None
-        table = ablation_rows(cells, ablations, args.seeds, attracted)
+        extras: dict[str, dict] = {}
+        if "scenes" in args.datasets:
+            train = splits("scenes")[0]
+            extras = {variant: {"attracted_shares": variant_attracted_shares(variant, train, record)}
+                      for variant in ("STEGO", *STEGO_ABLATIONS)}
+            for variant, pointwise in (("STEGO", True), (RECENTRED, False)):
+                extras[variant]["attraction_precision"] = attraction_precision(train, pointwise)
+        table = ablation_rows(cells, ablations, args.seeds, extras)
         write_json(out / "ablations.json", table)
         (out / "ablations.md").write_text(ablation_markdown(table))
         print(f"wrote {out / 'ablations.json'} and {out / 'ablations.md'}")

@@ -196,6 +196,9 @@ def test_ablations_retrain_one_ingredient_each_with_the_full_methods_shifts(tmp_
     assert shares["no spatial centering"] != shares["STEGO"]  # same b, uncentred F: other shares attracted
     assert shares["no 0-clamp"] == shares["STEGO"]  # the clamp acts on the codes, not on F
     assert shares[compare.RECENTRED] == pytest.approx(shares["STEGO"], abs=0.02)  # b recalibrated for uncentred F
+    precision = {row["variant"]: row.get("attraction_precision") for row in rows}
+    assert set(precision["STEGO"]) == {"self", "knn", "rand"} and precision["no kNN term"] is None
+    assert all(0 <= value <= 1 for value in [*precision["STEGO"].values(), *precision[compare.RECENTRED].values()])
 
 
 def test_native_five_crop_cuts_half_side_crops_of_a_double_size_render_without_resizing(empty_course_folders):
@@ -254,3 +257,18 @@ def test_metric_bars_draw_one_bar_per_row_and_variant():
     assert sorted(round(bar.get_width(), 6) for bar in ax.patches) == [22.0, 26.0, 31.0]
     assert [label.get_text() for label in ax.get_yticklabels()] == ["stego", "kmeans"]
     plt.close(fig)
+
+
+def test_attraction_precision_is_high_when_features_encode_the_class_and_near_chance_when_not():
+    from course_lib.models.features import FeatureSet
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.zeros(40, 32, 32, dtype=torch.long)
+    labels[:, :, 16:] = 1 + torch.arange(40)[:, None, None] % 3  # left half class 0, right half class 1..3
+    patches = labels[:, ::8, ::8]  # 4×4 patches of 8 px
+    encoded = torch.nn.functional.one_hot(patches, 4).permute(0, 3, 1, 2).float()
+    for features, low, high in ((encoded + 0.05 * torch.randn(encoded.shape, generator=generator), 0.9, 1.0),
+                                (torch.randn(encoded.shape, generator=generator), 0.0, 0.5)):  # chance: about 1/3
+        split = compare.Split(None, FeatureSet(features, labels, None), None, None, labels)
+        precision = compare.attraction_precision(split, pointwise=False)
+        assert low <= precision["rand"] <= high, precision  # pairs of patches from two different images
