@@ -717,12 +717,14 @@ def ablation_markdown(rows: list[dict]) -> str:
     for method, names in (("stego", ("mIoU", "mIoU_crf", "accuracy", "accuracy_crf")), ("pass", OBJECT_METRICS)):
         chosen = [row for row in rows if row["method"] == method]
         if chosen:
-            lines += ["", f"## {method} ({chosen[0]['dataset']})", "", "| variant | seeds | " + " | ".join(names) + " |",
-                      "|---" * (len(names) + 2) + "|"]
+            shares = any("attracted_shares" in row for row in chosen)
+            lines += ["", f"## {method} ({chosen[0]['dataset']})", "",
+                      "| variant | seeds | " + " | ".join(names) + (" | attracted self / kNN / random" if shares else "")
+                      + " |", "|---" * (len(names) + 2 + shares) + "|"]
             lines += [f"| {row['variant']} | {len(row['seeds'])} | " +
-                      " | ".join(mean_std(row["metrics"].get(name, [])) for name in names) + " |" +
-                      (" attracted self / kNN / random: " + " / ".join(f"{v:.2f}" for v in row["attracted_shares"].values())
-                       + " |" if "attracted_shares" in row else "") for row in chosen]
+                      " | ".join(mean_std(row["metrics"].get(name, [])) for name in names) +
+                      (" | " + " / ".join(f"{v:.2f}" for v in row.get("attracted_shares", {}).values()) if shares else "")
+                      + " |" for row in chosen]
     return "\n".join(lines) + "\n"
 
 
