@@ -359,12 +359,31 @@ def paper_table(measured: dict[str, dict[str, float]]):
 
 
 # ---------------------------------------------------------------------------------------------- lessons 05–08
-PASS_PAPER = {"dataset": "ImageNet-S50", "mIoU val": 29.2, "mIoU test": 29.8,
+PASS_PAPER = {"dataset": "ImageNet-S50", "mIoU val": 29.2, "mIoU test": 29.3,
               "source": "PASS, Gao et al., TPAMI 2022; LUSSeg/PASS README, fully unsupervised protocol"}
 SEGSORT_PAPER = {"dataset": "PASCAL VOC 2012 val", "unsupervised mIoU": 55.9,
                  "source": "SegSort, Hwang et al., ICCV 2019: unsupervised SegSort with HED-owt-ucm regions and kNN "
                            "retrieval, 55.86 mIoU as Papers with Code lists the paper's result, '76 % of its "
                            "supervised counterpart' (abstract; jyhjinghwang/SegSort README)"}
+
+
+def paper_references():
+    """The papers' headline numbers at full scale (a pandas DataFrame: method, dataset, backbone, protocol, mIoU,
+    accuracy) for lesson 08's synthesis, beside the toy comparison; each under its own protocol."""
+    import pandas as pd
+
+    stego = STEGO_PAPER["paper: ViT-B/8, + CRF"]
+    rows = {
+        "STEGO": {"dataset": "CocoStuff-27 val (curated)", "backbone": "DINO ViT-B/8", "protocol":
+                  "Hungarian over the set, cluster probe + CRF", "mIoU": stego["mIoU"], "accuracy": stego["accuracy"]},
+        "PASS": {"dataset": "ImageNet-S50 val", "backbone": "ResNet-18", "protocol":
+                 "ImageNet-S fully unsupervised ('other' by attention, presence matching)",
+                 "mIoU": PASS_PAPER["mIoU val"], "accuracy": None},
+        "SegSort": {"dataset": SEGSORT_PAPER["dataset"], "backbone": "ResNet-101 (PSPNet)", "protocol":
+                    "kNN segment retrieval (uses training labels), HED regions",
+                    "mIoU": SEGSORT_PAPER["unsupervised mIoU"], "accuracy": None},
+    }
+    return pd.DataFrame(rows).T
 
 
 def checks_apply() -> bool:
