@@ -1,7 +1,6 @@
 """Lesson 02's exercise checks: each passes the notebook's solution, fails the stub and a plausible wrong answer."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,8 +73,8 @@ def _toy_features() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     trained = (classes[labels.clamp(min=0)] + 0.8 * regions[torch.arange(8)[:, None, None], bands]
                + 0.7 * torch.randn(8, 6, 6, 16, generator=generator))
     shared = torch.randn(16, generator=generator)
-    random = shared + 0.3 * torch.randn(8, 6, 6, 16, generator=generator)
-    return {"random ViT": random.permute(0, 3, 1, 2), DINO: trained.permute(0, 3, 1, 2)}, labels
+    untrained = shared + 0.3 * torch.randn(8, 6, 6, 16, generator=generator)
+    return {"random ViT": untrained.permute(0, 3, 1, 2), DINO: trained.permute(0, 3, 1, 2)}, labels
 
 
 def _gap_scope() -> tuple[dict, dict[str, torch.Tensor], torch.Tensor]:
@@ -100,7 +99,7 @@ def test_same_class_gap_is_the_mean_over_all_cross_image_pairs():
                     same.append(similarity[both & equal])
                     different.append(similarity[both & ~equal])
         brute = float(torch.cat(same).mean() - torch.cat(different).mean())
-        assert lesson02.same_class_gap(f, labels) == pytest.approx(brute, abs=1e-9), name
+        assert lesson02.same_class_gap(f, labels) == pytest.approx(brute, abs=1e-5), name
 
 
 def test_gap_passes_the_solution(capsys):
@@ -155,4 +154,3 @@ def test_paper_fails_the_stub_the_wrong_claim_and_one_image_s_positions():
         lesson02.check_paper("b", 40 ** 2)
     with pytest.raises(ExerciseWrong, match="320/8"):
         lesson02.check_paper("(b)", 20 ** 4)
-    assert np.isclose(40 ** 4, 2_560_000)

@@ -21,6 +21,7 @@ _TENSOR = "exercise 1 (the correspondence tensor F, eq. 1)"
 _AUROC = "exercise 2 (the AUROC, counted over pairs)"
 _GAP = "exercise 3 (the same-class gap, random vs self-supervised)"
 _PAPER = "exercise 4 (reading STEGO §3.1)"
+_CHUNK = 16   # images per step of same_class_gap
 
 SECTION_3_1_CLAIMS = {
     "a": "feature correspondences predict whether two pixels have similar colours",
@@ -29,8 +30,9 @@ SECTION_3_1_CLAIMS = {
     "d": "feature correspondences predict whether two pixels belong to the same object instance",
 }
 """The choices of exercise 4. STEGO's §3.1 is titled "Feature Correspondences Predict Class Co-occurrence"
-(Hamilton et al., ICLR 2022, p. 3, with eq. 1); its official ``src/plot_pr_curves.py`` scores the correspondences
-of DINO, STEGO and MoCoV2 features against the label co-occurrence ``ld`` of the same sampled points."""
+(Hamilton et al., ICLR 2022, p. 3, with eq. 1); the official ``src/plot_pr_curves.py:108-119``
+(``mhamilton723/STEGO``) scores the correspondences of DINO, STEGO and MoCoV2 features against the label
+co-occurrence ``ld`` (``tensor_correlation`` of one-hot labels) at the same sampled points."""
 
 
 def check_correspondence(correspondence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
@@ -98,12 +100,14 @@ def same_class_gap(features: torch.Tensor, labels: torch.Tensor) -> float:
         over pairs is a squared norm: Σ_{p,q in different images, class c} u_p·u_q = |Σ_n S_nc|² − Σ_n |S_nc|².
     """
     n, channels = features.shape[:2]
-    units = F.normalize(features.double(), dim=1).permute(0, 2, 3, 1).reshape(n, -1, channels)
     flat = labels.reshape(n, -1).long()
     n_classes = int(flat.max()) + 1
-    one_hot = F.one_hot(flat.clamp(min=0), n_classes).double() * (flat >= 0)[..., None]   # N×P×K
-    sums = torch.einsum("npk,npc->nkc", one_hot, units)                                # S_nc: N×K×C
-    counts = one_hot.sum(1)                                                             # N×K
+    one_hot = F.one_hot(flat.clamp(min=0), n_classes).float() * (flat >= 0)[..., None]    # N×P×K
+    sums = torch.cat([                                                                  # S_nc: N×K×C
+        torch.einsum("npk,npc->nkc", one_hot[start:start + _CHUNK],
+                     F.normalize(features[start:start + _CHUNK].float(), dim=1).flatten(2).transpose(1, 2))
+        for start in range(0, n, _CHUNK)]).double()                 # in chunks: full-profile maps are large
+    counts = one_hot.sum(1).double()                                                    # N×K
 
     def cross_image(per_image_sums: torch.Tensor, per_image_counts: torch.Tensor) -> tuple[float, float]:
         total = per_image_sums.sum(0).square().sum() - per_image_sums.square().sum()
@@ -149,7 +153,8 @@ def check_paper(claim: str, entries: int) -> None:
     """Reading STEGO §3.1: ``claim`` is the letter of :data:`SECTION_3_1_CLAIMS` that states the section's claim;
     ``entries`` the number of entries of eq. 1's F for ONE pair of 320×320 images (STEGO's evaluation size) through
     ViT-S/8. Reference: the section's title, and the shape of :func:`course_lib.stego.tensor_correlation` on two
-    1×1×(320/8)×(320/8) maps."""
+    1×1×(320/8)×(320/8) maps. The 11×11 training grids the success message names are the official
+    ``feature_samples: 11`` (``mhamilton723/STEGO``, ``src/configs/train_config.yml:51``)."""
     letter = str(require_done(claim, _PAPER + ": the claim")).strip().lower().strip("()")
     count = require_done(entries, _PAPER + ": the entries of F")
     expect(letter in SECTION_3_1_CLAIMS, _PAPER, f"claim {claim!r}: answer with one of {sorted(SECTION_3_1_CLAIMS)}")
