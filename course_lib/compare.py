@@ -85,6 +85,13 @@ BASELINES = ("kmeans", "texture")
 """Label-free references (second block): cosine k-means on the backbone's patch features, and k-means on
 the colour-blind texture descriptor (:func:`~course_lib.evaluation.baselines.texture_features`)."""
 DATASETS = ("scenes", "objects")
+
+
+def block_of(method: str) -> str:
+    """The block a row of the comparison belongs to: ``"method"``, ``"baseline"`` or ``"reference"`` (any other
+    name: a reference point of :func:`reference_rows`)."""
+    return "method" if method in METHODS else "baseline" if method in BASELINES else "reference"
+
 PROTOCOLS = {"scenes": "Hungarian over the set (STEGO), K = 12",
              "objects": "ImageNet-S: border rule for 'other' + presence matching, K + 1 clusters"}
 BACKBONE = "toy_vit"
@@ -166,7 +173,7 @@ def stego_setup(train_features: FeatureSet, seed: int, max_steps: int | None = N
     table = _knn(train_features)
     if changes is not None:
         calibration = shift_features or train_features
-        calibration_table = table if shift_features is None else _knn(calibration)
+        calibration_table = table if calibration is train_features else _knn(calibration)
         if recalibrate:
             config = replace(calibrate_shifts(replace(config, **changes), calibration.features, calibration_table),
                              attracted_shares=None)
@@ -362,10 +369,14 @@ def score_scenes(ids: torch.Tensor, labels: torch.Tensor, k: int, hungarian: boo
 OBJECT_METRICS = ("mIoU", "b_mIoU", "img_acc", "f_measure")
 
 
-def imagenet_s_scores(ids: np.ndarray, labels: torch.Tensor, k: int, match: dict | None) -> dict[str, float]:
+def imagenet_s_truth(labels: torch.Tensor) -> np.ndarray:
+    """N×H×W toy labels → ImageNet-S ground-truth ids (the toy world's ignore, -1, becomes 1000)."""
+    return np.where(labels.numpy() < 0, IMAGENET_S_IGNORE, labels.numpy())
+
+
+def imagenet_s_scores(ids: np.ndarray, truth: np.ndarray, k: int, match: dict | None) -> dict[str, float]:
     """The ImageNet-S evaluator's :data:`OBJECT_METRICS` of N×H×W ids (0 = 'other') through ``match``
-    (``None``: the ids are category ids already); ``k`` = K + 1."""
-    truth = np.where(labels.numpy() < 0, IMAGENET_S_IGNORE, labels.numpy())  # the toy world's ignore (-1) → 1000
+    (``None``: the ids are category ids already) against :func:`imagenet_s_truth` ids; ``k`` = K + 1."""
     evaluator = ImageNetSEvaluator(k - 1, match)
     for index, (p, g) in enumerate(zip(ids, truth)):
         evaluator.update(p, g, name=f"val image {index}")
@@ -376,17 +387,17 @@ def imagenet_s_scores(ids: np.ndarray, labels: torch.Tensor, k: int, match: dict
 def score_objects(ids: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, float]:
     """ImageNet-S's protocol on ``k`` = K + 1 clusters: :func:`border_other`, presence matching, the evaluator."""
     named = border_other(ids, k).numpy()
-    truth = np.where(labels.numpy() < 0, IMAGENET_S_IGNORE, labels.numpy())
+    truth = imagenet_s_truth(labels)
     presence = [image_presence(p, g, k - 1) for p, g in zip(named, truth)]
     match = match_from_presence(np.stack([p for p, _ in presence]), np.stack([g for _, g in presence]))
-    return imagenet_s_scores(named, labels, k, match)
+    return imagenet_s_scores(named, truth, k, match)
 
 
 def score_classes(ids: torch.Tensor, labels: torch.Tensor, dataset: str, k: int) -> dict[str, float]:
     """A prediction of class ids (SegSort's kNN retrieval, which uses labels) scored with no matching."""
     if dataset == "scenes":
         return score_scenes(ids, labels, k, hungarian=False)
-    return imagenet_s_scores(ids.numpy(), labels, k, None)
+    return imagenet_s_scores(ids.numpy(), imagenet_s_truth(labels), k, None)
 
 
 SCORERS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], dict[str, float]]] = {
@@ -498,9 +509,8 @@ def markdown(rows: list[dict], record: dict) -> str:
         lines += ["", f"## {dataset}: {PROTOCOLS[dataset]}", "",
                   "| method | seeds | " + " | ".join(columns) + " | notes |",
                   "|---" * (len(columns) + 3) + "|"]
-        references = tuple(row["method"] for row in rows if row["method"] not in METHODS + BASELINES)
-        for title, block in (("", METHODS), ("baselines", BASELINES), ("reference points", references)):
-            chosen = [row for row in rows if row["dataset"] == dataset and row["method"] in block]
+        for title, block in (("", "method"), ("baselines", "baseline"), ("reference points", "reference")):
+            chosen = [row for row in rows if row["dataset"] == dataset and block_of(row["method"]) == block]
             if title and chosen:
                 lines.append(f"| **{title}** |" + " |" * (len(columns) + 2))
             for row in chosen:
@@ -559,7 +569,7 @@ def lesson_table(rows: list[dict], dataset: str):
     names = MAIN_METRICS[dataset]
     lines = {}
     for row in (r for r in rows if r["dataset"] == dataset and r["metrics"]):
-        block = "method" if row["method"] in METHODS else "baseline" if row["method"] in BASELINES else "reference"
+        block = block_of(row["method"])
         lines[row["method"]] = {"block": block, "seeds": len(row["seeds"]),
                                 **{name: mean_std(row["metrics"].get(name, [])) for name in names}}
         if row["method"] in LABEL_USING:

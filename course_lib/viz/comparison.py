@@ -15,11 +15,11 @@ def plot_metric_bars(rows: list[dict], dataset: str, ax: Axes, metric: str = "mI
     ``dataset`` that reports it, labelled by the row's ``name`` field (``"variant"`` for ablation rows); with
     ``with_crf`` a hatched bar for ``<metric>_crf`` beside it. Methods in blue, baselines in grey, reference
     points in olive."""
-    from ..compare import BASELINES, METHODS
+    from ..compare import block_of
 
     chosen = [row for row in rows if row["dataset"] == dataset and metric in row["metrics"]]
     for y, row in enumerate(chosen):
-        block = "method" if row["method"] in METHODS else "baseline" if row["method"] in BASELINES else "reference"
+        block = block_of(row["method"])
         variants = [(metric, 0.0, None)] + ([(f"{metric}_crf", 0.38, "//")] if with_crf and
                                             f"{metric}_crf" in row["metrics"] else [])
         for key, offset, hatch in variants:
