@@ -2,7 +2,7 @@
 
 ::
 
-    python -m course_lib.compare --profile toy --seeds 0 1 2 --out DIR [--world-version 1|2]
+    python -m course_lib.compare --profile toy --seeds 0 1 2 --out DIR [--world-version 2|1]
         [--methods stego kmeans texture segsort pass] [--datasets scenes objects] [--crf-scale stego|scaled]
         [--ablations]
 
@@ -749,8 +749,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training / clustering seeds, one cell per seed (default 0 1 2)")
     parser.add_argument("--methods", nargs="+", choices=METHODS + BASELINES, default=list(METHODS + BASELINES))
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--world-version", type=int, choices=(1, 2), default=1,
-                        help="toy world version (ToyWorld(version=...)); default 1, the lessons' world")
+    parser.add_argument("--world-version", type=int, choices=(1, 2), default=2,
+                        help="toy world version (ToyWorld(version=...)); default 2, the themed scenes of the shipped "
+                             "comparison (1: the world the lessons' shipped runs were trained on)")
     parser.add_argument("--crf-scale", choices=("stego", "scaled"), default="scaled",
                         help="stego: STEGO's CRF constants (θα = 67 px, set for 320-px images); scaled (default): "
                              "θα scaled to the image side (CRFParams.scaled_to)")

@@ -272,3 +272,11 @@ def test_attraction_precision_is_high_when_features_encode_the_class_and_near_ch
         split = compare.Split(None, FeatureSet(features, labels, None), None, None, labels)
         precision = compare.attraction_precision(split, pointwise=False)
         assert low <= precision["rand"] <= high, precision  # pairs of patches from two different images
+
+
+def test_the_design_command_reproduces_the_shipped_tables_configuration(tmp_path, capsys):
+    compare.main(["--profile", "toy", "--seeds", "0", "1", "2", "--print-config", "--out", str(tmp_path / "x")])
+    record = json.loads(capsys.readouterr().out)
+    shipped = {row["notes"] for row in compare.shipped() if row["method"] == "stego"}
+    assert record["world_version"] == 2 and record["crf_scale"] == "scaled" and record["seeds"] == [0, 1, 2]
+    assert all(f"θα = {record['crf_bilateral_sxy']:.1f} px" in note for note in shipped)
